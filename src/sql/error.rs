@@ -1,0 +1,35 @@
+//! Errors of the SQL language, with the byte span they are about.
+
+use super::ast::Span;
+
+/// An error in a statement: where it is, what is wrong, and what might fix it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct SqlError {
+    /// The byte span in the statement text that the error points at.
+    pub span: Span,
+    /// What is wrong: lowercase, no final period, no position.
+    pub message: String,
+    /// A suggestion, shown under the caret: "did you mean `upper`?"
+    pub hint: Option<String>,
+}
+
+impl SqlError {
+    pub fn new(span: Span, message: impl Into<String>) -> SqlError {
+        SqlError {
+            span,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> SqlError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Every error found in one statement, in source order.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
+pub struct SqlErrors(pub Vec<SqlError>);

@@ -1,0 +1,427 @@
+//! Evaluation: a compiled [`Query`] applied to one message.
+//!
+//! A pure function: no I/O, no async, nothing shared between calls. Undefined is a value of
+//! its own that flows through operators and functions as the reference says, and is dropped
+//! from objects at the end.
+
+use std::borrow::Cow;
+
+use bigdecimal::BigDecimal;
+
+use super::ast::BinaryOp;
+use super::compile::{CExpr, CInList, CItem, CSelect, CastType, Query};
+use super::value::{self, from_f64, num_is_zero, round_decimal, Conv, Num, Object, Value};
+use super::SqlVersion;
+
+/// The MQTT 5 properties of an incoming PUBLISH, as `get_mqtt_property` and
+/// `get_user_properties` read them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MqttProperties {
+    pub content_type: Option<String>,
+    pub payload_format_indicator: Option<u8>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub message_expiry_interval: Option<u32>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// One incoming message and what the context functions may know of it.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    /// The topic as `topic()` sees it: for Basic Ingest, without `$aws/rules/<rule>/`.
+    pub topic: &'a str,
+    /// The decoded payload: JSON, or Binary.
+    pub payload: &'a Value,
+    /// The publisher's client id, when the broker tells (`clientid()`).
+    pub clientid: Option<&'a str>,
+    /// When the engine received the message, in milliseconds since the epoch (`timestamp()`).
+    pub timestamp_ms: i64,
+    pub properties: Option<&'a MqttProperties>,
+    /// The rule's name, for `traceid()`-like needs and error documents.
+    pub rule_name: &'a str,
+}
+
+/// The result of a rule that fired: the output message, and the SET variables that the
+/// action templates may read.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub output: Value,
+    pub vars: Vec<Value>,
+}
+
+/// What expressions are evaluated against.
+pub struct Env<'a> {
+    pub msg: &'a Message<'a>,
+    pub version: SqlVersion,
+    pub vars: &'a [Value],
+}
+
+impl Query {
+    /// Runs the statement on a message whose topic already matched FROM. `None` when WHERE
+    /// is not `true`.
+    pub fn evaluate(&self, msg: &Message) -> Option<Evaluation> {
+        let mut vars = Vec::with_capacity(self.set.len());
+        for (_, expr) in &self.set {
+            let value = {
+                let env = Env {
+                    msg,
+                    version: self.version,
+                    vars: &vars,
+                };
+                eval(expr, &env, msg.payload).into_owned()
+            };
+            vars.push(value);
+        }
+        let env = Env {
+            msg,
+            version: self.version,
+            vars: &vars,
+        };
+        if let Some(cond) = &self.where_ {
+            if !is_true(&eval(cond, &env, msg.payload)) {
+                return None;
+            }
+        }
+        let output = select(&self.select, &env, msg.payload);
+        Some(Evaluation { output, vars })
+    }
+}
+
+/// Whether a WHERE condition holds: only Boolean `true` (or the string "true") does.
+fn is_true(value: &Value) -> bool {
+    value.to_bool() == Conv::Ok(true)
+}
+
+/// Builds the output of a SELECT list for one row.
+pub fn select(select: &CSelect, env: &Env, row: &Value) -> Value {
+    if select.value {
+        return match select.items.first() {
+            Some(CItem::Expr { expr, .. }) => eval(expr, env, row).into_owned(),
+            _ => Value::Undefined,
+        };
+    }
+    if let ([CItem::Wildcard], Value::Binary(bytes)) = (select.items.as_slice(), row) {
+        return Value::Binary(bytes.clone());
+    }
+    let mut out = Object::new();
+    for item in &select.items {
+        match item {
+            CItem::Wildcard => {
+                if let Value::Object(members) = row {
+                    out.extend(members.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+            CItem::Expr { expr, path } => {
+                let value = eval(expr, env, row).into_owned();
+                insert_path(&mut out, path, value);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Puts `value` under `a.b.c`, creating or merging the objects on the way.
+fn insert_path(out: &mut Object, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut target = out;
+    for key in parents {
+        let slot = target
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Object::new()));
+        if !matches!(slot, Value::Object(_)) {
+            *slot = Value::Object(Object::new());
+        }
+        let Value::Object(next) = slot else {
+            unreachable!()
+        };
+        target = next;
+    }
+    target.insert(last.clone(), value);
+}
+
+/// Evaluates an expression; `row` is what names and `*` refer to (the payload, or the
+/// element of a nested query).
+pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value> {
+    match expr {
+        CExpr::Const(v) => Cow::Borrowed(v),
+        CExpr::Star => Cow::Borrowed(row),
+        CExpr::Ident(name) => row
+            .field(name)
+            .map_or(Cow::Owned(Value::Undefined), Cow::Borrowed),
+        CExpr::Var(slot) => env
+            .vars
+            .get(*slot)
+            .map_or(Cow::Owned(Value::Undefined), Cow::Borrowed),
+        CExpr::Field(base, name) => match eval(base, env, row) {
+            Cow::Borrowed(v) => v
+                .field(name)
+                .map_or(Cow::Owned(Value::Undefined), Cow::Borrowed),
+            Cow::Owned(Value::Object(mut map)) => {
+                Cow::Owned(map.swap_remove(name.as_str()).unwrap_or_default())
+            }
+            Cow::Owned(_) => Cow::Owned(Value::Undefined),
+        },
+        CExpr::Index(base, index) => {
+            let index = eval(index, env, row).to_int().ok();
+            let base = eval(base, env, row);
+            let at = |items: &Vec<Value>| {
+                index
+                    .and_then(|i| usize::try_from(i).ok())
+                    .filter(|i| *i < items.len())
+            };
+            match base {
+                Cow::Borrowed(Value::Array(items)) => {
+                    at(items).map_or(Cow::Owned(Value::Undefined), |i| Cow::Borrowed(&items[i]))
+                }
+                Cow::Owned(Value::Array(mut items)) => {
+                    Cow::Owned(at(&items).map_or(Value::Undefined, |i| items.swap_remove(i)))
+                }
+                _ => Cow::Owned(Value::Undefined),
+            }
+        }
+        CExpr::Call(function, args) => {
+            let args: Vec<Value> = args
+                .iter()
+                .map(|a| eval(a, env, row).into_owned())
+                .collect();
+            Cow::Owned((function.call)(env, args))
+        }
+        CExpr::Cast(inner, to) => Cow::Owned(cast(&eval(inner, env, row), *to, env.version)),
+        CExpr::Not(inner) => Cow::Owned(match eval(inner, env, row).to_bool() {
+            Conv::Ok(b) => Value::Bool(!b),
+            _ => Value::Undefined,
+        }),
+        CExpr::Neg(inner) => Cow::Owned(negate(&eval(inner, env, row))),
+        CExpr::Binary(op, left, right) => Cow::Owned(binary(*op, left, right, env, row)),
+        CExpr::In {
+            expr,
+            list,
+            negated,
+        } => Cow::Owned(in_list(expr, list, *negated, env, row)),
+        CExpr::Case {
+            operand,
+            whens,
+            else_,
+        } => {
+            let operand = eval(operand, env, row);
+            if operand.is_undefined() {
+                return Cow::Owned(Value::Undefined);
+            }
+            for (when, then) in whens {
+                if operand.sql_eq(&eval(when, env, row)) == Some(true) {
+                    return eval(then, env, row);
+                }
+            }
+            match else_ {
+                Some(e) => eval(e, env, row),
+                None => Cow::Owned(Value::Undefined),
+            }
+        }
+        CExpr::Object(members) => Cow::Owned(Value::Object(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), eval(v, env, row).into_owned()))
+                .collect(),
+        )),
+        CExpr::Array(items) => Cow::Owned(Value::Array(
+            items
+                .iter()
+                .map(|v| eval(v, env, row).into_owned())
+                .collect(),
+        )),
+        CExpr::Subquery(query) => {
+            let from = eval(&query.from, env, row);
+            let rows: &[Value] = match from.as_ref() {
+                Value::Array(items) => items,
+                Value::Undefined => return Cow::Owned(Value::Undefined),
+                other => std::slice::from_ref(other),
+            };
+            let mut out = Vec::new();
+            for element in rows {
+                if let Some(cond) = &query.where_ {
+                    if !is_true(&eval(cond, env, element)) {
+                        continue;
+                    }
+                }
+                out.push(self::select(&query.select, env, element));
+            }
+            Cow::Owned(Value::Array(out))
+        }
+    }
+}
+
+fn in_list(expr: &CExpr, list: &CInList, negated: bool, env: &Env, row: &Value) -> Value {
+    let needle = eval(expr, env, row);
+    if needle.is_undefined() {
+        return Value::Undefined;
+    }
+    let found = match list {
+        CInList::Items(items) => items
+            .iter()
+            .any(|e| needle.sql_eq(&eval(e, env, row)) == Some(true)),
+        CInList::Expr(e) => match eval(e, env, row).as_ref() {
+            Value::Array(items) => items.iter().any(|v| needle.sql_eq(v) == Some(true)),
+            _ => return Value::Undefined,
+        },
+    };
+    Value::Bool(found != negated)
+}
+
+fn binary(op: BinaryOp, left: &CExpr, right: &CExpr, env: &Env, row: &Value) -> Value {
+    match op {
+        BinaryOp::And | BinaryOp::Or => return logical(op, left, right, env, row),
+        _ => {}
+    }
+    let a = eval(left, env, row);
+    let b = eval(right, env, row);
+    match op {
+        BinaryOp::Eq => a.sql_eq(&b).map_or(Value::Undefined, Value::Bool),
+        BinaryOp::NotEq => a.sql_eq(&b).map_or(Value::Undefined, |eq| Value::Bool(!eq)),
+        BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq => compare(op, &a, &b),
+        BinaryOp::Add => add(&a, &b, env.version),
+        _ => arithmetic(op, &a, &b),
+    }
+}
+
+/// AND and OR on Booleans (or "true"/"false" strings). Anything else is Undefined, except
+/// where the other side decides alone: `false AND x` is false, `true OR x` is true.
+fn logical(op: BinaryOp, left: &CExpr, right: &CExpr, env: &Env, row: &Value) -> Value {
+    let decisive = op == BinaryOp::Or;
+    let a = eval(left, env, row).to_bool().ok();
+    if a == Some(decisive) {
+        return Value::Bool(decisive);
+    }
+    let b = eval(right, env, row).to_bool().ok();
+    match (a, b) {
+        (_, Some(v)) if v == decisive => Value::Bool(decisive),
+        (Some(_), Some(_)) => Value::Bool(!decisive),
+        _ => Value::Undefined,
+    }
+}
+
+/// `<`, `<=`, `>`, `>=`: both sides as numbers (numeric strings count), else Undefined.
+fn compare(op: BinaryOp, a: &Value, b: &Value) -> Value {
+    let (Conv::Ok(x), Conv::Ok(y)) = (a.to_num(), b.to_num()) else {
+        return Value::Undefined;
+    };
+    let ord = x.cmp(&y);
+    Value::Bool(match op {
+        BinaryOp::Lt => ord.is_lt(),
+        BinaryOp::LtEq => ord.is_le(),
+        BinaryOp::Gt => ord.is_gt(),
+        _ => ord.is_ge(),
+    })
+}
+
+/// `+`: concatenation when either side is a String, addition of numbers otherwise.
+fn add(a: &Value, b: &Value, version: SqlVersion) -> Value {
+    if matches!(a, Value::String(_)) || matches!(b, Value::String(_)) {
+        return match (a.to_text(version), b.to_text(version)) {
+            (Some(x), Some(y)) => Value::String(format!("{x}{y}")),
+            _ => Value::Undefined,
+        };
+    }
+    arithmetic(BinaryOp::Add, a, b)
+}
+
+/// The numeric operand of `-`, `*`, `/`, `%`: Int stays Int; Decimals and numeric strings
+/// are Decimals; anything else makes the result Undefined.
+fn operand(v: &Value) -> Option<Num> {
+    match v {
+        Value::Int(i) => Some(Num::Int(*i)),
+        Value::Decimal(_) | Value::String(_) => v.to_num().ok(),
+        _ => None,
+    }
+}
+
+fn arithmetic(op: BinaryOp, a: &Value, b: &Value) -> Value {
+    let (Some(x), Some(y)) = (operand(a), operand(b)) else {
+        return Value::Undefined;
+    };
+    if matches!(op, BinaryOp::Div | BinaryOp::Mod) && num_is_zero(&y) {
+        return Value::Undefined;
+    }
+    if let (Num::Int(i), Num::Int(j)) = (&x, &y) {
+        let exact = match op {
+            BinaryOp::Add => i.checked_add(*j),
+            BinaryOp::Sub => i.checked_sub(*j),
+            BinaryOp::Mul => i.checked_mul(*j),
+            BinaryOp::Div => i.checked_div(*j),
+            _ => i.checked_rem(*j),
+        };
+        if let Some(result) = exact {
+            return Value::Int(result);
+        }
+        if op == BinaryOp::Div {
+            // Only i64::MIN / -1 gets here; its exact value is whole.
+            return Value::Decimal(-BigDecimal::from(*i));
+        }
+    }
+    let (x, y) = (x.to_decimal(), y.to_decimal());
+    let result = match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        _ => x % y,
+    };
+    Value::Decimal(round_decimal(result))
+}
+
+fn negate(v: &Value) -> Value {
+    match operand(v) {
+        Some(Num::Int(i)) => i
+            .checked_neg()
+            .map_or_else(|| Value::Decimal(-BigDecimal::from(i)), Value::Int),
+        Some(Num::Dec(d)) => Value::Decimal(-d),
+        None => Value::Undefined,
+    }
+}
+
+/// `cast(v AS type)`. Unlike implicit conversion it turns numbers into Booleans (0 is
+/// false) and Booleans into numbers (1 and 0); Null becomes Undefined.
+pub fn cast(v: &Value, to: CastType, version: SqlVersion) -> Value {
+    if matches!(v, Value::Null | Value::Undefined) {
+        return Value::Undefined;
+    }
+    match to {
+        CastType::String => v
+            .to_text(version)
+            .map_or(Value::Undefined, |s| Value::String(s.into_owned())),
+        CastType::Int => match v {
+            Value::Bool(b) => Value::Int(i64::from(*b)),
+            _ => match v.to_num() {
+                Conv::Ok(Num::Int(i)) => Value::Int(i),
+                Conv::Ok(Num::Dec(d)) => value::decimal_to_i64(&d).map_or_else(
+                    || Value::Decimal(d.with_scale_round(0, bigdecimal::RoundingMode::Down)),
+                    Value::Int,
+                ),
+                _ => Value::Undefined,
+            },
+        },
+        CastType::Decimal => match v {
+            Value::Bool(b) => Value::Int(i64::from(*b)),
+            _ => v.to_num().ok().map_or(Value::Undefined, |n| match n {
+                Num::Int(i) => Value::Int(i),
+                Num::Dec(d) => Value::Decimal(d),
+            }),
+        },
+        CastType::Double => match v {
+            Value::Bool(b) => from_f64(if *b { 1.0 } else { 0.0 }),
+            _ => v
+                .to_num()
+                .ok()
+                .map_or(Value::Undefined, |n| from_f64(n.to_f64())),
+        },
+        CastType::Bool => match v {
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(_) | Value::Decimal(_) => v
+                .to_num()
+                .ok()
+                .map_or(Value::Undefined, |n| Value::Bool(!num_is_zero(&n))),
+            _ => v.to_bool().ok().map_or(Value::Undefined, Value::Bool),
+        },
+    }
+}

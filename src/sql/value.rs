@@ -1,0 +1,540 @@
+//! The values of AWS IoT SQL, their conversions and their JSON form.
+//!
+//! AWS keeps types apart that JSON does not: Int and Decimal, Null and Undefined, and
+//! binary payloads. The conversion functions here follow the tables of the AWS IoT SQL
+//! reference ("Data types", "Conversions"); everything else in the language goes through
+//! them, so a rule of the reference lives in one place.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use bigdecimal::num_bigint::BigInt;
+use bigdecimal::{BigDecimal, ToPrimitive, Zero};
+
+use super::SqlVersion;
+
+/// An object's members, in the order they were written.
+pub type Object = indexmap::IndexMap<String, Value>;
+
+/// The precision of AWS IoT's Decimal: 34 significant digits (IEEE 754 decimal128).
+pub const DECIMAL_DIGITS: u64 = 34;
+
+/// A value of AWS IoT SQL.
+#[derive(Clone, Debug, Default)]
+pub enum Value {
+    /// A missing key, a bad function call: `payload.nope`. Dropped from objects.
+    #[default]
+    Undefined,
+    /// JSON `null`, a real value: `NULL`.
+    Null,
+    /// `true`, `false`.
+    Bool(bool),
+    /// A whole number that fits 64 bits: `42`. Larger ones are whole Decimals.
+    Int(i64),
+    /// A number with a fraction or an exponent: `1.5`, `2E3`, or an integer beyond 64 bits.
+    Decimal(BigDecimal),
+    /// UTF-8 text: `'abc'`.
+    String(String),
+    /// `[1, "a", {}]`; elements need not share a type.
+    Array(Vec<Value>),
+    /// `{"a": 1}`.
+    Object(Object),
+    /// A payload that is not JSON, as raw bytes; only `*` and `encode(*, ...)` see it.
+    Binary(Vec<u8>),
+}
+
+/// A number, as the arithmetic and comparison rules see it.
+#[derive(Clone, Debug)]
+pub enum Num {
+    Int(i64),
+    Dec(BigDecimal),
+}
+
+/// The outcome of a conversion: a value, Null (for Null input) or Undefined.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Conv<T> {
+    Ok(T),
+    Null,
+    Undefined,
+}
+
+impl<T> Conv<T> {
+    pub fn ok(self) -> Option<T> {
+        match self {
+            Conv::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Num {
+    pub fn to_decimal(&self) -> BigDecimal {
+        match self {
+            Num::Int(i) => BigDecimal::from(*i),
+            Num::Dec(d) => d.clone(),
+        }
+    }
+
+    pub fn to_f64(&self) -> f64 {
+        match self {
+            Num::Int(i) => *i as f64,
+            Num::Dec(d) => d.to_f64().unwrap_or(f64::NAN),
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        match self {
+            Num::Int(i) => Value::Int(i),
+            Num::Dec(d) => Value::Decimal(d),
+        }
+    }
+
+    /// Compares two numbers by value, `1` and `1.0` being equal.
+    pub fn cmp(&self, other: &Num) -> Ordering {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => a.cmp(b),
+            _ => self.to_decimal().cmp(&other.to_decimal()),
+        }
+    }
+}
+
+/// Whether `text` is a number by AWS's String-to-Decimal rule: `^-?\d+(\.\d+)?((?i)E-?\d+)?$`.
+/// `"+5"`, `".5"`, `"5."`, `" 5"` and `"0x10"` are not.
+pub fn is_numeric_text(text: &str) -> bool {
+    fn digits(s: &[u8]) -> usize {
+        s.iter().take_while(|b| b.is_ascii_digit()).count()
+    }
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let n = digits(&b[i..]);
+    if n == 0 {
+        return false;
+    }
+    i += n;
+    if b.get(i) == Some(&b'.') {
+        let n = digits(&b[i + 1..]);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let n = digits(&b[i..]);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == b.len()
+}
+
+/// Parses JSON or SQL number text into an Int when it is a plain integer that fits, into a
+/// Decimal otherwise. The text must already be a valid number.
+pub fn parse_number(text: &str) -> Option<Value> {
+    if !text.contains(['.', 'e', 'E']) {
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(Value::Int(i));
+        }
+    }
+    BigDecimal::from_str(text).ok().map(Value::Decimal)
+}
+
+/// Turns a double result (from `sqrt`, `sin`, `power`, ...) into a Decimal that prints as
+/// Java prints the double: `32.0`, `1.4142135623730951`. NaN and infinities are Undefined.
+pub fn from_f64(x: f64) -> Value {
+    if !x.is_finite() {
+        return Value::Undefined;
+    }
+    let mut text = format!("{x:?}");
+    if !text.contains(['.', 'e']) {
+        text.push_str(".0");
+    }
+    BigDecimal::from_str(&text)
+        .map(Value::Decimal)
+        .unwrap_or(Value::Undefined)
+}
+
+impl Value {
+    /// The name of the type, as errors and `typeof`-like messages show it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Undefined => "Undefined",
+            Value::Null => "Null",
+            Value::Bool(_) => "Boolean",
+            Value::Int(_) => "Int",
+            Value::Decimal(_) => "Decimal",
+            Value::String(_) => "String",
+            Value::Array(_) => "Array",
+            Value::Object(_) => "Object",
+            Value::Binary(_) => "Binary",
+        }
+    }
+
+    pub fn is_undefined(&self) -> bool {
+        matches!(self, Value::Undefined)
+    }
+
+    /// The member `key` of an object; Undefined for anything else.
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(map) => map.get(key),
+            _ => None,
+        }
+    }
+
+    /// To Decimal (and Int kept as Int), by the reference's table: numeric strings convert,
+    /// Null stays Null, Boolean, Array, Object and Undefined give Undefined.
+    pub fn to_num(&self) -> Conv<Num> {
+        match self {
+            Value::Int(i) => Conv::Ok(Num::Int(*i)),
+            Value::Decimal(d) => Conv::Ok(Num::Dec(d.clone())),
+            Value::String(s) if is_numeric_text(s) => match parse_number(s) {
+                Some(Value::Int(i)) => Conv::Ok(Num::Dec(BigDecimal::from(i))),
+                Some(Value::Decimal(d)) => Conv::Ok(Num::Dec(d)),
+                _ => Conv::Undefined,
+            },
+            Value::Null => Conv::Null,
+            _ => Conv::Undefined,
+        }
+    }
+
+    /// To Int: a Decimal is rounded down (toward zero), as `cast` and the functions do;
+    /// a numeric string goes through Decimal.
+    pub fn to_int(&self) -> Conv<i64> {
+        match self.to_num() {
+            Conv::Ok(Num::Int(i)) => Conv::Ok(i),
+            Conv::Ok(Num::Dec(d)) => match decimal_to_i64(&d) {
+                Some(i) => Conv::Ok(i),
+                None => Conv::Undefined,
+            },
+            Conv::Null => Conv::Null,
+            Conv::Undefined => Conv::Undefined,
+        }
+    }
+
+    /// To Boolean: only Booleans and the strings `"true"`/`"false"` (any case).
+    pub fn to_bool(&self) -> Conv<bool> {
+        match self {
+            Value::Bool(b) => Conv::Ok(*b),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Conv::Ok(true),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Conv::Ok(false),
+            Value::Null => Conv::Null,
+            _ => Conv::Undefined,
+        }
+    }
+
+    /// To String: numbers as digits, Booleans as `true`/`false`, arrays and objects as
+    /// compact JSON; Null and Undefined give Undefined.
+    pub fn to_text(&self, version: SqlVersion) -> Option<Cow<'_, str>> {
+        Some(match self {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            Value::Int(i) => Cow::Owned(i.to_string()),
+            Value::Decimal(d) => Cow::Owned(format_decimal(d, version)),
+            Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            Value::Array(_) | Value::Object(_) => {
+                Cow::Owned(String::from_utf8(self.to_json(version)).ok()?)
+            }
+            Value::Null | Value::Undefined | Value::Binary(_) => return None,
+        })
+    }
+
+    /// AWS's `=`: Undefined on either side gives Undefined (None); numbers compare by value
+    /// across Int and Decimal; strings, arrays (in order) and objects (any key order) by
+    /// value; values of different types are not equal.
+    pub fn sql_eq(&self, other: &Value) -> Option<bool> {
+        use Value::*;
+        Some(match (self, other) {
+            (Undefined, _) | (_, Undefined) => return None,
+            (Null, Null) => true,
+            (Bool(a), Bool(b)) => a == b,
+            (Int(_) | Decimal(_), Int(_) | Decimal(_)) => {
+                let (Conv::Ok(a), Conv::Ok(b)) = (self.to_num(), other.to_num()) else {
+                    return None;
+                };
+                a.cmp(&b) == Ordering::Equal
+            }
+            (String(a), String(b)) => a == b,
+            (Binary(a), Binary(b)) => a == b,
+            (Array(a), Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.sql_eq(y) == Some(true))
+            }
+            (Object(a), Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, v)| b.get(k).is_some_and(|w| v.sql_eq(w) == Some(true)))
+            }
+            _ => false,
+        })
+    }
+
+    /// Decodes a payload: JSON when it parses as JSON, binary otherwise.
+    pub fn from_payload(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| Value::Binary(bytes.to_vec()))
+    }
+
+    /// The compact JSON text of the value, with Undefined members and elements left out.
+    pub fn to_json(&self, version: SqlVersion) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.write_json(&mut out, version);
+        out
+    }
+
+    /// Writes the value as it goes out on the wire: JSON for structured values, the bytes
+    /// themselves for a binary payload, nothing for Undefined (it serializes as the empty
+    /// string, as the reference says).
+    pub fn write_payload(&self, out: &mut Vec<u8>, version: SqlVersion) {
+        match self {
+            Value::Binary(bytes) => out.extend_from_slice(bytes),
+            Value::Undefined => {}
+            _ => self.write_json(out, version),
+        }
+    }
+
+    pub fn write_json(&self, out: &mut Vec<u8>, version: SqlVersion) {
+        match self {
+            Value::Undefined | Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Int(i) => out.extend_from_slice(itoa_buf(*i).as_bytes()),
+            Value::Decimal(d) => out.extend_from_slice(format_decimal(d, version).as_bytes()),
+            Value::String(s) => write_json_string(out, s),
+            Value::Binary(bytes) => write_json_string(out, &String::from_utf8_lossy(bytes)),
+            Value::Array(items) => {
+                out.push(b'[');
+                let mut first = true;
+                for item in items.iter().filter(|v| !v.is_undefined()) {
+                    if !std::mem::take(&mut first) {
+                        out.push(b',');
+                    }
+                    item.write_json(out, version);
+                }
+                out.push(b']');
+            }
+            Value::Object(map) => {
+                out.push(b'{');
+                let mut first = true;
+                for (key, item) in map.iter().filter(|(_, v)| !v.is_undefined()) {
+                    if !std::mem::take(&mut first) {
+                        out.push(b',');
+                    }
+                    write_json_string(out, key);
+                    out.push(b':');
+                    item.write_json(out, version);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+fn itoa_buf(i: i64) -> String {
+    i.to_string()
+}
+
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping is the reference: it cannot fail on a `Vec`.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Rounds a Decimal toward zero to an i64, or None when it does not fit.
+pub fn decimal_to_i64(d: &BigDecimal) -> Option<i64> {
+    d.with_scale_round(0, bigdecimal::RoundingMode::Down)
+        .to_i64()
+}
+
+/// Rounds a Decimal to AWS's 34 significant digits.
+pub fn round_decimal(d: BigDecimal) -> BigDecimal {
+    if d.digits() > DECIMAL_DIGITS {
+        d.with_prec(DECIMAL_DIGITS)
+    } else {
+        d
+    }
+}
+
+/// Writes a Decimal as AWS does. Under 2016-03-23 a whole number is written as an Int
+/// (`10.0` → `10`, `1E+3` → `1000`); otherwise the text is Java's `BigDecimal.toString`
+/// (the engine AWS runs on): plain notation unless the exponent is very small or large.
+pub fn format_decimal(d: &BigDecimal, version: SqlVersion) -> String {
+    if version == SqlVersion::V2016_03_23 && d.is_integer() {
+        let (digits, _) = d.with_scale(0).into_bigint_and_exponent();
+        return digits.to_string();
+    }
+    let (digits, scale) = d.as_bigint_and_exponent();
+    java_decimal_string(&digits, scale)
+}
+
+/// `java.math.BigDecimal.toString()` for the unscaled value `digits` and `scale`.
+fn java_decimal_string(digits: &BigInt, scale: i64) -> String {
+    let negative = digits.sign() == bigdecimal::num_bigint::Sign::Minus;
+    let coefficient = digits.magnitude().to_string();
+    let adjusted = -scale + (coefficient.len() as i64 - 1);
+    let mut out = String::with_capacity(coefficient.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    if scale >= 0 && adjusted >= -6 {
+        let scale = scale as usize;
+        if scale == 0 {
+            out.push_str(&coefficient);
+        } else if coefficient.len() > scale {
+            let (int, frac) = coefficient.split_at(coefficient.len() - scale);
+            let _ = write!(out, "{int}.{frac}");
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', scale - coefficient.len()));
+            out.push_str(&coefficient);
+        }
+        return out;
+    }
+    let (first, rest) = coefficient.split_at(1);
+    out.push_str(first);
+    if !rest.is_empty() {
+        out.push('.');
+        out.push_str(rest);
+    }
+    let _ = write!(out, "E{}{adjusted}", if adjusted >= 0 { "+" } else { "" });
+    out
+}
+
+/// Whether a number is zero, for division.
+pub fn num_is_zero(n: &Num) -> bool {
+    match n {
+        Num::Int(i) => *i == 0,
+        Num::Dec(d) => d.is_zero(),
+    }
+}
+
+impl PartialEq for Value {
+    /// Structural equality for tests: like `sql_eq`, but Undefined equals Undefined.
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Undefined, Value::Undefined) => true,
+            _ => self.sql_eq(other) == Some(true) && self.type_name() == other.type_name(),
+        }
+    }
+}
+
+mod de {
+    //! Decoding JSON into a [`Value`] directly, without an intermediate `serde_json::Value`.
+    //! serde_json's `arbitrary_precision` hands numbers over as their text (as a one-entry
+    //! map under a private key), so large integers and long decimals keep every digit.
+
+    use super::{parse_number, Object, Value};
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(ValueVisitor)
+        }
+    }
+
+    struct ValueVisitor;
+
+    impl<'de> Visitor<'de> for ValueVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Int(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            Ok(parse_number(&v.to_string()).unwrap_or_default())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(super::from_f64(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let Some(first) = map.next_key::<String>()? else {
+                return Ok(Value::Object(Object::new()));
+            };
+            if first == NUMBER_TOKEN {
+                let text: String = map.next_value()?;
+                return parse_number(&text).ok_or_else(|| de::Error::custom("number out of range"));
+            }
+            let mut object = Object::with_capacity(map.size_hint().unwrap_or(0).min(64) + 1);
+            object.insert(first, map.next_value()?);
+            while let Some((key, value)) = map.next_entry()? {
+                object.insert(key, value);
+            }
+            Ok(Value::Object(object))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str, version: SqlVersion) -> String {
+        String::from_utf8(Value::from_payload(text.as_bytes()).to_json(version)).unwrap()
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let v16 = SqlVersion::V2016_03_23;
+        let v15 = SqlVersion::V2015_10_08;
+        assert_eq!(
+            json("123456789012345678901234567890", v16),
+            "123456789012345678901234567890"
+        );
+        assert_eq!(json("[10.0, 1.25, 1e3]", v16), "[10,1.25,1000]");
+        assert_eq!(json("[10.0, 1.25, 1e3]", v15), "[10.0,1.25,1E+3]");
+        assert_eq!(json("0.0000001", v15), "1E-7");
+        assert_eq!(json("0.000001", v15), "0.000001");
+    }
+
+    #[test]
+    fn numeric_text_follows_the_reference() {
+        for ok in ["5", "-5", "5.5", "5E-12", "1e3", "-0.5e-3"] {
+            assert!(is_numeric_text(ok), "{ok}");
+        }
+        for bad in ["+5", ".5", "5.", " 5", "0x10", "", "-", "1e", "5 "] {
+            assert!(!is_numeric_text(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_json_is_binary() {
+        assert!(matches!(Value::from_payload(b"\x00\x01"), Value::Binary(_)));
+        assert!(matches!(Value::from_payload(b"{\"a\":"), Value::Binary(_)));
+    }
+
+    #[test]
+    fn doubles_print_like_java() {
+        let v15 = SqlVersion::V2015_10_08;
+        assert_eq!(from_f64(32.0).to_json(v15), b"32.0");
+        assert_eq!(from_f64(0.5).to_json(v15), b"0.5");
+    }
+}
