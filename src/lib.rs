@@ -3,9 +3,19 @@
 //! - `sql`: the AWS IoT SQL language: parse, compile, evaluate;
 //! - `template`: substitution templates (`${expr}`, `$$`) in action parameters;
 //! - `topic`: MQTT topic filters, the filter trie and the covering set;
+//! - `rules`: rule files (TOML and AWS rule JSON) to validated rules;
+//! - `engine`: the rule set indexed by topic: a message to the effects of its rules;
+//! - `actions`: republish and file, each in two steps: prepare (pure) and execute;
+//! - `router`: the MQTT sessions: subscribe, dispatch, acknowledge, reconnect, shut down;
+//! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
 //! - `diagnostic`: errors rendered with `file:line:col`, the source line and a caret.
 
+pub mod actions;
+pub mod config;
 pub mod diagnostic;
+pub mod engine;
+pub mod router;
+pub mod rules;
 pub mod sql;
 pub mod template;
 pub mod topic;

@@ -1,4 +1,4 @@
-//! The command line: `eval` (and, as they land, `run`, `check`, `test`).
+//! The command line: `run`, `check`, `test`, `eval`.
 //!
 //! This is the only place that chooses exit codes: 0 for success, 1 when a rule does not
 //! fire, 2 for errors.
@@ -10,9 +10,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::atomic::Ordering;
+
+use tokio_util::sync::CancellationToken;
+use topicrule::config::Settings;
 use topicrule::diagnostic::Diagnostic;
+use topicrule::engine::Engine;
 use topicrule::sql::{self, Message, SqlError, SqlVersion, Value};
 use topicrule::template::Template;
+use topicrule::{router, rules};
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +33,54 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Connect to the broker and route messages through the rules until SIGINT/SIGTERM.
+    ///
+    /// Exit status: 0 after a clean stop; 2 when the settings or the rules are invalid.
+    Run(RunArgs),
+    /// Validate rule files; print every error with file:line:col and a caret.
+    ///
+    /// Exit status: 0 all rules are valid; 2 some are not.
+    Check(CheckArgs),
+    /// Dry run: print, as JSON lines, every rule that fires on one message and what each of
+    /// its actions would do. Needs no broker.
+    ///
+    /// Exit status: 0 some rule fired; 1 none did; 2 the rules are invalid.
+    Test(TestArgs),
     /// Evaluate one SQL statement on one message and print the output message.
     ///
     /// Exit status: 0 the rule fired and its output was printed; 1 the rule does not fire
     /// (the topic does not match FROM, or WHERE is not true); 2 the SQL is invalid.
     Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The settings file (default: ./topicrule.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Rule files or directories, instead of the settings' `[rules] paths`.
+    #[arg(long, num_args = 1..)]
+    rules: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Rule files or directories [default: rules].
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Rule files or directories [default: rules].
+    paths: Vec<PathBuf>,
+    /// The topic the message arrives on.
+    #[arg(long)]
+    topic: String,
+    #[command(flatten)]
+    payload: PayloadArgs,
+    /// The publisher's client id, as clientid() returns it.
+    #[arg(long)]
+    clientid: Option<String>,
 }
 
 #[derive(Args)]
@@ -92,7 +141,17 @@ impl PayloadArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "topicrule=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
+        Command::Test(args) => test(args),
         Command::Eval(args) => eval(args),
     };
     match result {
@@ -101,6 +160,109 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![PathBuf::from("rules")]
+    } else {
+        paths
+    }
+}
+
+/// Loads rules, printing every error; None when some are invalid.
+fn load_rules(paths: &[PathBuf]) -> Option<rules::RuleSet> {
+    match rules::load(paths) {
+        Ok(set) => Some(set),
+        Err(errors) => {
+            for error in &errors.0 {
+                eprint!("{}", error.render());
+            }
+            eprintln!("{} error(s) in the rule files", errors.0.len());
+            None
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let paths = default_paths(args.paths);
+    let Some(set) = load_rules(&paths) else {
+        return Ok(ExitCode::from(2));
+    };
+    println!("{} rule(s) valid", set.rules.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let paths = default_paths(args.paths);
+    let Some(set) = load_rules(&paths) else {
+        return Ok(ExitCode::from(2));
+    };
+    let payload = args.payload.read()?;
+    let engine = Engine::new(set);
+    let now = chrono::Utc::now().timestamp_millis();
+    let plans = engine.plan(&args.topic, &payload, args.clientid.as_deref(), now, None);
+    let mut out = std::io::stdout().lock();
+    for plan in &plans {
+        let actions: Vec<_> = plan.effects.iter().map(|(_, e)| e.describe()).collect();
+        let mut line = serde_json::json!({"rule": plan.rule_name, "actions": actions});
+        if !plan.failures.is_empty() {
+            line["failures"] = plan
+                .failures
+                .iter()
+                .map(|(action, e)| serde_json::json!({"failedAction": action, "errorMessage": e.message}))
+                .collect();
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(if plans.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    if !args.rules.is_empty() {
+        settings.rules.paths = args.rules;
+    }
+    let Some(set) = load_rules(&settings.rules.paths) else {
+        return Ok(ExitCode::from(2));
+    };
+    tracing::info!("loaded {} rule(s)", set.rules.len());
+    let engine = Engine::new(set);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: finishing the messages in flight");
+            signals.cancel();
+        });
+        let stats = router::run(settings, engine, shutdown).await?;
+        tracing::info!(
+            "stopped: {} received, {} acknowledged, {} left for redelivery, {} action failures",
+            stats.received.load(Ordering::Relaxed),
+            stats.acknowledged.load(Ordering::Relaxed),
+            stats.left_unacknowledged.load(Ordering::Relaxed),
+            stats.action_failures.load(Ordering::Relaxed),
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

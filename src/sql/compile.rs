@@ -92,6 +92,10 @@ pub struct CSubquery {
     pub where_: Option<CExpr>,
 }
 
+/// AWS's limits on SET: variables per statement, and the length of a name.
+pub const MAX_VARIABLES: usize = 10;
+pub const MAX_VARIABLE_NAME: usize = 64;
+
 /// The prefix of Basic Ingest topics: `$aws/rules/<rule-name>/<rest>`.
 pub const BASIC_INGEST_PREFIX: &str = "$aws/rules/";
 
@@ -130,6 +134,21 @@ pub fn compile_statement(
     let mut set = Vec::new();
     for item in &statement.set {
         let expr = c.expr(&item.expr);
+        if item.name.len() > MAX_VARIABLE_NAME {
+            c.error(SqlError::new(
+                item.name_span,
+                format!(
+                    "variable name `@{}` is longer than {MAX_VARIABLE_NAME} characters",
+                    item.name
+                ),
+            ));
+        }
+        if c.vars.len() == MAX_VARIABLES {
+            c.error(SqlError::new(
+                item.name_span,
+                format!("too many SET variables: at most {MAX_VARIABLES} per statement"),
+            ));
+        }
         if c.vars.contains(&item.name) {
             c.error(
                 SqlError::new(

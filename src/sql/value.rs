@@ -218,6 +218,24 @@ impl Value {
         }
     }
 
+    /// To Int like [`Value::to_int`], but a number beyond 64 bits saturates to `i64::MIN` or
+    /// `i64::MAX` instead of being Undefined: for counts and indexes that are clamped anyway
+    /// (`lpad(s, 1E30)`, `substring(s, -2.411E247)`).
+    pub fn to_int_saturating(&self) -> Conv<i64> {
+        match self.to_num() {
+            Conv::Ok(Num::Int(i)) => Conv::Ok(i),
+            Conv::Ok(Num::Dec(d)) => Conv::Ok(decimal_to_i64(&d).unwrap_or(
+                if d.sign() == bigdecimal::num_bigint::Sign::Minus {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                },
+            )),
+            Conv::Null => Conv::Null,
+            Conv::Undefined => Conv::Undefined,
+        }
+    }
+
     /// To Boolean: only Booleans and the strings `"true"`/`"false"` (any case).
     pub fn to_bool(&self) -> Conv<bool> {
         match self {
@@ -343,8 +361,39 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
 
 /// Rounds a Decimal toward zero to an i64, or None when it does not fit.
 pub fn decimal_to_i64(d: &BigDecimal) -> Option<i64> {
-    d.with_scale_round(0, bigdecimal::RoundingMode::Down)
-        .to_i64()
+    // |d| >= 1E19 cannot fit; checking first keeps `1E+1000000000` from being expanded.
+    if d.order_of_magnitude() > 18 {
+        return None;
+    }
+    round_to_scale(d, 0, bigdecimal::RoundingMode::Down).to_i64()
+}
+
+/// `d.with_scale_round(scale, mode)` for `scale >= 0`, without its cost on extreme exponents:
+/// a number that already has no more than `scale` fraction digits is returned as is (even
+/// `1E+1000000000`), and one too small to reach the rounding position (`1E-1000000000`)
+/// rounds directly to zero or to one unit of the last place.
+pub fn round_to_scale(d: &BigDecimal, scale: i64, mode: bigdecimal::RoundingMode) -> BigDecimal {
+    use bigdecimal::RoundingMode;
+    if d.fractional_digit_count() <= scale {
+        return d.clone();
+    }
+    if d.is_zero() {
+        return BigDecimal::zero();
+    }
+    if d.order_of_magnitude() < -scale - 1 {
+        // |d| < 10^-(scale+1): below half a unit of the last place, whatever the mode.
+        let unit = BigDecimal::new(BigInt::from(1), scale);
+        let positive = d.sign() == bigdecimal::num_bigint::Sign::Plus;
+        return match mode {
+            RoundingMode::Up if positive => unit,
+            RoundingMode::Up => -unit,
+            RoundingMode::Ceiling if positive => unit,
+            RoundingMode::Floor if !positive => -unit,
+            _ => BigDecimal::zero(),
+        };
+    }
+    // Here the rescaling divides by at most 10^(number of digits + 1).
+    d.with_scale_round(scale, mode)
 }
 
 /// Rounds a Decimal to AWS's 34 significant digits.

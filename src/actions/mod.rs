@@ -1,0 +1,70 @@
+//! Actions: what a rule does with its output message.
+//!
+//! Every action has the same shape, in two steps:
+//! 1. `prepare` (pure, synchronous): expand the templates against the input message and
+//!    turn the action into an [`Effect`], a concrete request (this topic, this payload;
+//!    this file, this line). `topicrule test` stops here and prints the effects.
+//! 2. `execute` (async): carry the effect out against a sink. It returns only when the
+//!    effect is done (published and acknowledged, written), so that the router can
+//!    acknowledge the input message after it.
+//!
+//! Invariant: a template that expands to something unsafe (a topic with wildcards, a path
+//! out of the base directory) fails the action in `prepare`; nothing is ever sent there.
+
+pub mod file;
+pub mod republish;
+
+use crate::rules::ActionSpec;
+use crate::sql::{Message, Value};
+
+/// An action's concrete request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Publish(republish::PublishRequest),
+    Append(file::AppendRequest),
+}
+
+/// Why an action failed; the message goes into the error document's `errorMessage`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ActionError {
+    /// The resource the action was working on (a topic, a path), for `failedResource`.
+    pub resource: String,
+    pub message: String,
+}
+
+impl ActionError {
+    pub fn new(resource: impl Into<String>, message: impl Into<String>) -> ActionError {
+        ActionError {
+            resource: resource.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl ActionSpec {
+    /// Expands the action for one message. `output` is the rule's output payload.
+    pub fn prepare(
+        &self,
+        msg: &Message,
+        vars: &[Value],
+        output: &[u8],
+    ) -> Result<Effect, ActionError> {
+        match self {
+            ActionSpec::Republish(r) => {
+                republish::prepare(r, msg, vars, output).map(Effect::Publish)
+            }
+            ActionSpec::File(f) => file::prepare(f, msg, vars, output).map(Effect::Append),
+        }
+    }
+}
+
+impl Effect {
+    /// A JSON description, as `topicrule test` prints it.
+    pub fn describe(&self) -> serde_json::Value {
+        match self {
+            Effect::Publish(p) => p.describe(),
+            Effect::Append(a) => a.describe(),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The `republish` action: publish the output message to a topic (reserved `$aws/...`
+//! topics too, written `$$aws/...`), at QoS 0 or 1, with AWS's MQTT 5 headers.
+
+use base64::Engine as _;
+
+use super::ActionError;
+use crate::rules::Republish;
+use crate::sql::{Message, Value};
+
+/// A publish, ready to send.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PublishRequest {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    pub content_type: Option<String>,
+    pub payload_format_utf8: Option<bool>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub message_expiry: Option<u32>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl PublishRequest {
+    pub fn describe(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({
+            "action": "republish",
+            "topic": self.topic,
+            "qos": self.qos,
+            "payload": String::from_utf8_lossy(&self.payload),
+        });
+        if self.retain {
+            out["retain"] = true.into();
+        }
+        if let Some(ct) = &self.content_type {
+            out["content_type"] = ct.clone().into();
+        }
+        if !self.user_properties.is_empty() {
+            out["user_properties"] = self
+                .user_properties
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                .collect();
+        }
+        out
+    }
+}
+
+/// Expands the topic and headers. A topic that comes out empty, with a wildcard, or
+/// otherwise invalid fails the action.
+pub fn prepare(
+    action: &Republish,
+    msg: &Message,
+    vars: &[Value],
+    output: &[u8],
+) -> Result<PublishRequest, ActionError> {
+    let topic = action.topic.expand(msg, vars);
+    if let Err(e) = crate::topic::validate_topic(&topic) {
+        return Err(ActionError::new(
+            &topic,
+            format!("the republish topic `{topic}` is invalid: {e}"),
+        ));
+    }
+    let h = &action.headers;
+    let expand = |t: &Option<crate::template::Template>| t.as_ref().map(|t| t.expand(msg, vars));
+    let response_topic = expand(&h.response_topic);
+    if let Some(rt) = &response_topic {
+        if let Err(e) = crate::topic::validate_topic(rt) {
+            return Err(ActionError::new(
+                &topic,
+                format!("the response topic `{rt}` is invalid: {e}"),
+            ));
+        }
+    }
+    let correlation_data = match expand(&h.correlation_data) {
+        None => None,
+        Some(text) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| {
+                    ActionError::new(&topic, format!("the correlation data is not base64: {e}"))
+                })?,
+        ),
+    };
+    let message_expiry = match expand(&h.message_expiry) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<u32>().map_err(|_| {
+            ActionError::new(
+                &topic,
+                format!("the message expiry `{text}` is not a number of seconds"),
+            )
+        })?),
+    };
+    Ok(PublishRequest {
+        topic,
+        payload: output.to_vec(),
+        qos: action.qos,
+        retain: action.retain,
+        content_type: expand(&h.content_type),
+        payload_format_utf8: h.payload_format_utf8,
+        response_topic,
+        correlation_data,
+        message_expiry,
+        user_properties: h
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expand(msg, vars)))
+            .collect(),
+    })
+}

@@ -1,0 +1,472 @@
+//! The MQTT side: subscribe, dispatch each message through the rules, acknowledge.
+//!
+//! Invariant: the PUBACK of a message goes to the broker only after every action of every
+//! matched rule has finished (or its failure was handled by the rule's error action).
+//! A message whose actions could not be done is left unacknowledged: the broker redelivers
+//! it on the next session, so nothing is lost.
+//!
+//! Two MQTT connections, each with its own event loop polled by a task that never awaits
+//! anything else (rumqtt issues #263 and #1025): one subscribes on a persistent session with
+//! manual acks; the other publishes the republish actions and reports each PUBACK back to
+//! the action that waits for it.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::Outgoing;
+use tokio::sync::{oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::actions::republish::PublishRequest;
+use crate::actions::{file, ActionError, Effect};
+use crate::config::Settings;
+use crate::engine::Engine;
+
+/// Counters, logged at shutdown.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub acknowledged: AtomicU64,
+    pub left_unacknowledged: AtomicU64,
+    pub action_failures: AtomicU64,
+    pub connection_errors: AtomicU64,
+}
+
+/// Runs until `shutdown` is cancelled, then drains in-flight messages.
+pub async fn run(
+    settings: Settings,
+    engine: Engine,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<Stats>> {
+    let stats = Arc::new(Stats::default());
+    let (sub_options, pub_options) = options(&settings)?;
+    let filters = engine.subscriptions();
+    let (sub_client, sub_loop) = AsyncClient::new(
+        sub_options,
+        4 * usize::from(settings.router.max_in_flight) + 64,
+    );
+    let (pub_client, pub_loop) = AsyncClient::new(pub_options, 1024);
+    let pending = Arc::new(PendingAcks::default());
+    let publisher = Publisher {
+        client: pub_client.clone(),
+        pending: pending.clone(),
+        order: tokio::sync::Mutex::new(()),
+    };
+    let (dispatch_tx, mut dispatch_rx) =
+        tokio::sync::mpsc::channel::<Publish>(usize::from(settings.router.max_in_flight));
+
+    let pollers = TaskTracker::new();
+    pollers.spawn(poll_subscriber(
+        sub_loop,
+        sub_client.clone(),
+        filters,
+        dispatch_tx,
+        shutdown.clone(),
+        stats.clone(),
+    ));
+    let publisher_stop = CancellationToken::new();
+    pollers.spawn(poll_publisher(
+        pub_loop,
+        pending,
+        publisher_stop.clone(),
+        stats.clone(),
+    ));
+
+    let worker = Arc::new(Worker {
+        engine,
+        publisher,
+        base_dir: settings.file.base_dir.clone(),
+        attempts: settings.router.action_attempts.max(1),
+        ack: sub_client.clone(),
+        stats: stats.clone(),
+    });
+    let in_flight = Arc::new(Semaphore::new(usize::from(settings.router.max_in_flight)));
+    let tasks = TaskTracker::new();
+    while let Some(publish) = dispatch_rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let worker = worker.clone();
+        tasks.spawn(async move {
+            worker.process(publish).await;
+            drop(permit);
+        });
+    }
+    tasks.close();
+    let grace = Duration::from_secs(settings.router.shutdown_grace);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            "in-flight messages did not finish within {grace:?}; the broker will redeliver them"
+        );
+    }
+    let _ = sub_client.disconnect().await;
+    let _ = pub_client.disconnect().await;
+    publisher_stop.cancel();
+    pollers.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), pollers.wait()).await;
+    Ok(stats)
+}
+
+fn options(settings: &Settings) -> anyhow::Result<(MqttOptions, MqttOptions)> {
+    let url = url_parts(&settings.broker.url)?;
+    let password = settings.password()?;
+    let make = |client_id: String| {
+        let mut o = MqttOptions::new(client_id, url.0.clone(), url.1);
+        o.set_keep_alive(Duration::from_secs(settings.broker.keep_alive.max(5)));
+        o.set_max_packet_size(Some(256 * 1024 * 1024));
+        if let Some(user) = &settings.broker.username {
+            o.set_credentials(user.clone(), password.clone().unwrap_or_default());
+        }
+        o
+    };
+    let mut sub = make(settings.broker.client_id.clone());
+    sub.set_clean_start(false);
+    sub.set_session_expiry_interval(Some(settings.broker.session_expiry));
+    sub.set_manual_acks(true);
+    sub.set_receive_maximum(Some(settings.router.max_in_flight));
+    let mut publ = make(format!("{}-pub", settings.broker.client_id));
+    publ.set_clean_start(true);
+    Ok((sub, publ))
+}
+
+/// The host and port of an `mqtt://host:port` URL.
+fn url_parts(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| {
+            format!("unsupported broker URL `{url}`: this build connects with mqtt://host:port")
+        })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .with_context(|| format!("invalid port in `{url}`"))?,
+        ),
+        None => (rest, 1883),
+    };
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
+}
+
+/// Polls the subscribing connection: (re)subscribes on every connection, forwards each
+/// message to the workers. Stops taking messages when `shutdown` is cancelled.
+async fn poll_subscriber(
+    mut event_loop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    dispatch: tokio::sync::mpsc::Sender<Publish>,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = event_loop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(
+                    "connected to the broker (session present: {})",
+                    ack.session_present
+                );
+                for filter in &filters {
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        tracing::error!("cannot subscribe to `{filter}`: {e}");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::info!("subscribed to {} filter(s)", ack.return_codes.len());
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                // Blocks only when the workers are all busy: back pressure on the broker.
+                if dispatch.send(publish).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("broker connection lost: {e}; reconnecting in {backoff:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The publishes waiting for their PUBACK. `queued` holds, in request order, the waiters of
+/// publishes the event loop has not sent yet; `by_pkid` those it has sent at QoS 1.
+#[derive(Default)]
+struct PendingAcks {
+    queued: Mutex<VecDeque<oneshot::Sender<Result<(), String>>>>,
+    by_pkid: Mutex<HashMap<u16, oneshot::Sender<Result<(), String>>>>,
+}
+
+impl PendingAcks {
+    fn sent(&self, pkid: u16) {
+        let mut by_pkid = self.by_pkid.lock().unwrap_or_else(|e| e.into_inner());
+        if pkid != 0 && by_pkid.contains_key(&pkid) {
+            return; // A retransmission after a reconnect: its waiter is already here.
+        }
+        let Some(waiter) = self
+            .queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        else {
+            return;
+        };
+        if pkid == 0 {
+            let _ = waiter.send(Ok(()));
+        } else {
+            by_pkid.insert(pkid, waiter);
+        }
+    }
+
+    fn acknowledged(&self, pkid: u16, result: Result<(), String>) {
+        if let Some(waiter) = self
+            .by_pkid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pkid)
+        {
+            let _ = waiter.send(result);
+        }
+    }
+}
+
+async fn poll_publisher(
+    mut event_loop: EventLoop,
+    pending: Arc<PendingAcks>,
+    stop: CancellationToken,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = event_loop.poll() => event,
+        };
+        match event {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => pending.sent(pkid),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let code = ack.reason as u8;
+                let result = if code < 0x80 {
+                    Ok(())
+                } else {
+                    Err(format!("the broker refused the publish ({:?})", ack.reason))
+                };
+                pending.acknowledged(ack.pkid, result);
+            }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+            Ok(_) => {}
+            Err(e) => {
+                stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("publishing connection lost: {e}; reconnecting in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes republish actions and waits for the broker's acknowledgement.
+struct Publisher {
+    client: AsyncClient,
+    pending: Arc<PendingAcks>,
+    /// Keeps the waiter queue in the order of the requests given to the event loop.
+    order: tokio::sync::Mutex<()>,
+}
+
+impl Publisher {
+    async fn publish(&self, req: &PublishRequest) -> Result<(), ActionError> {
+        let fail = |message: String| ActionError::new(&req.topic, message);
+        let (tx, rx) = oneshot::channel();
+        let qos = if req.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        {
+            let _order = self.order.lock().await;
+            self.pending
+                .queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(tx);
+            let sent = self
+                .client
+                .publish_with_properties(
+                    req.topic.clone(),
+                    qos,
+                    req.retain,
+                    req.payload.clone(),
+                    properties(req),
+                )
+                .await;
+            if let Err(e) = sent {
+                self.pending
+                    .queued
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_back();
+                return Err(fail(format!("cannot publish: {e}")));
+            }
+        }
+        match rx.await {
+            Ok(result) => result.map_err(fail),
+            Err(_) => Err(fail("the publishing connection closed".into())),
+        }
+    }
+}
+
+fn properties(req: &PublishRequest) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: req.payload_format_utf8.map(u8::from),
+        message_expiry_interval: req.message_expiry,
+        response_topic: req.response_topic.clone(),
+        correlation_data: req.correlation_data.clone().map(Into::into),
+        user_properties: req.user_properties.clone(),
+        content_type: req.content_type.clone(),
+        ..Default::default()
+    }
+}
+
+/// Processes messages: evaluates the rules, runs the actions, acknowledges.
+struct Worker {
+    engine: Engine,
+    publisher: Publisher,
+    base_dir: PathBuf,
+    attempts: u32,
+    ack: AsyncClient,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    async fn process(&self, publish: Publish) {
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let properties = crate::engine::incoming_properties(publish.properties.as_ref());
+        let plans = self.engine.plan(
+            &topic,
+            &publish.payload,
+            None,
+            chrono::Utc::now().timestamp_millis(),
+            properties.as_ref(),
+        );
+        let mut done = true;
+        for plan in plans {
+            let mut failures = plan.failures.clone();
+            let results = run_in_order(plan.effects.iter().map(|(name, effect)| async move {
+                self.execute(effect).await.map_err(|e| (*name, e))
+            }))
+            .await;
+            failures.extend(results.into_iter().filter_map(Result::err));
+            if failures.is_empty() {
+                continue;
+            }
+            self.stats
+                .action_failures
+                .fetch_add(failures.len() as u64, Ordering::Relaxed);
+            for (action, error) in &failures {
+                tracing::warn!(
+                    "rule `{}`: action `{action}` failed: {}",
+                    plan.rule_name,
+                    error.message
+                );
+            }
+            let handled = match self
+                .engine
+                .error_effect(&plan, &topic, &publish.payload, &failures)
+            {
+                Some(Ok(effect)) => match self.execute(&effect).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(
+                            "rule `{}`: the error action failed too: {}",
+                            plan.rule_name,
+                            e.message
+                        );
+                        false
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::error!(
+                        "rule `{}`: the error action failed: {}",
+                        plan.rule_name,
+                        e.message
+                    );
+                    false
+                }
+                None => false,
+            };
+            // A failure that retrying cannot mend (a bad template) must not pin the message.
+            done &= handled || plan.failures.len() == failures.len();
+        }
+        if done {
+            self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            if self.ack.try_ack(&publish).is_err() {
+                let _ = self.ack.ack(&publish).await;
+            }
+        } else {
+            self.stats
+                .left_unacknowledged
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("a message on `{topic}` is left unacknowledged; the broker will redeliver it on the next session");
+        }
+    }
+
+    /// Runs an effect, retrying with backoff.
+    async fn execute(&self, effect: &Effect) -> Result<(), ActionError> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let result = match effect {
+                Effect::Publish(req) => self.publisher.publish(req).await,
+                Effect::Append(req) => file::execute(&self.base_dir, req).await,
+            };
+            match result {
+                Err(e) if attempt < self.attempts => {
+                    tracing::debug!(
+                        "attempt {attempt} failed: {}; retrying in {delay:?}",
+                        e.message
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Awaits the actions of a rule one after the other, in the rule's order (AWS gives no
+/// order; a fixed one makes logs and files predictable). Messages still overlap each other.
+async fn run_in_order<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}

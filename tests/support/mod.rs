@@ -1,0 +1,261 @@
+//! Test support: a real mosquitto per test, the real topicrule binary, real MQTT clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh directory under the target directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("topicrule-test-{name}-{}-{}", std::process::id(), free_port()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A mosquitto of the test's own, on a free loopback port, with its own config.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    pub dir: TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_in(TempDir::new("mosquitto"), free_port())
+    }
+
+    /// Starts mosquitto with persistence in `dir` (kept across a restart on the same port).
+    pub fn start_in(dir: TempDir, port: u16) -> Mosquitto {
+        let config = dir.write(
+            "mosquitto.conf",
+            &format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 200000\nmax_inflight_messages 100\nlog_dest stderr\nlog_type error\n",
+                dir.path().display()
+            ),
+        );
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (see .ci/run)");
+        let broker = Mosquitto { port, child, dir };
+        wait_for_port(port);
+        broker
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGTERM, so that it saves its persistence file) and returns its
+    /// directory for a restart.
+    pub fn stop(mut self) -> (TempDir, u16) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        (dir, self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The topicrule binary, running; its stderr is collected.
+pub struct Topicrule {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Topicrule {
+    /// Starts `topicrule run` against `broker_url` with the rules in `rules`, and waits
+    /// until it has subscribed.
+    pub fn start(broker_url: &str, rules: &Path, base_dir: &Path, client_id: &str) -> Topicrule {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_topicrule"))
+            .args(["run", "--rules"])
+            .arg(rules)
+            .env("TOPICRULE_BROKER_URL", broker_url)
+            .env("TOPICRULE_BROKER_CLIENT_ID", client_id)
+            .env("TOPICRULE_FILE_BASE_DIR", base_dir)
+            .env("RUST_LOG", "topicrule=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut topicrule = Topicrule { child, lines, log: Vec::new() };
+        topicrule.wait_for_log("subscribed");
+        topicrule
+    }
+
+    /// Waits for a log line containing `text`.
+    pub fn wait_for_log(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.log.iter().any(|l| l.contains(text)) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => panic!("topicrule never logged `{text}`; log:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        status
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Topicrule {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A subscriber on a real MQTT connection that collects what arrives.
+pub struct Subscriber {
+    messages: mpsc::Receiver<(String, Vec<u8>, Option<rumqttc::v5::mqttbytes::v5::PublishProperties>)>,
+}
+
+impl Subscriber {
+    /// Subscribes (MQTT 5, QoS 1) and returns once the broker acknowledged the subscription.
+    pub fn new(port: u16, filter: &str) -> Subscriber {
+        use rumqttc::v5::{Client as Client5, Event as Event5, MqttOptions as Options5};
+        use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+        let id = format!("sub-{}", free_port());
+        let (client, mut connection) = Client5::new(Options5::new(id, "127.0.0.1", port), 100);
+        client.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce).unwrap();
+        let (tx, messages) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _client = client;
+            for event in connection.iter() {
+                match event {
+                    Ok(Event5::Incoming(Packet5::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event5::Incoming(Packet5::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        if tx.send((topic, p.payload.to_vec(), p.properties)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready.recv_timeout(Duration::from_secs(10)).expect("no SUBACK");
+        Subscriber { messages }
+    }
+
+    /// The next message within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<(String, Vec<u8>)> {
+        self.messages.recv_timeout(timeout).ok().map(|(t, p, _)| (t, p))
+    }
+
+    /// The next message with its MQTT 5 properties.
+    pub fn next_with_properties(
+        &self,
+        timeout: Duration,
+    ) -> Option<(String, Vec<u8>, Option<rumqttc::v5::mqttbytes::v5::PublishProperties>)> {
+        self.messages.recv_timeout(timeout).ok()
+    }
+
+    /// Everything that arrives until nothing has for `quiet`.
+    pub fn drain(&self, quiet: Duration) -> Vec<(String, Vec<u8>)> {
+        std::iter::from_fn(|| self.next(quiet)).collect()
+    }
+}
+
+/// Publishes messages at QoS 1 with a real client and waits for every PUBACK.
+pub fn publish(port: u16, messages: &[(&str, &[u8])]) {
+    let id = format!("pub-{}", free_port());
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_max_packet_size(64 * 1024 * 1024, 64 * 1024 * 1024);
+    let (client, mut connection) = Client::new(options, messages.len() + 10);
+    for (topic, payload) in messages {
+        client.publish(*topic, QoS::AtLeastOnce, false, payload.to_vec()).unwrap();
+    }
+    let mut acked = 0;
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                acked += 1;
+                if acked == messages.len() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+    let _ = client.disconnect();
+}
