@@ -109,7 +109,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
         return Err(errors);
     };
     let sql_at = finder.key("sql", 0);
-    let name_located = match text.find(&format!("\"ruleName\"")) {
+    let name_located = match text.find("\"ruleName\"") {
         Some(at) => finder.string(name, at),
         None => Located::at(name.to_owned(), Span::new(0, 0)),
     };

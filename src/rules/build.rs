@@ -1,6 +1,6 @@
 //! Validation: a [`Draft`] becomes a [`Rule`], or every error it has.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::draft::{ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located};
 use super::{ActionSpec, FileAppend, Headers, Republish, Rule};
@@ -11,9 +11,13 @@ use crate::template::Template;
 const MAX_NAME: usize = 128;
 
 /// Validates a draft against the rules already loaded. `Ok(None)`: a valid, disabled rule.
-pub fn build(draft: Draft, path: &Path, loaded: &[Rule]) -> Result<Option<Rule>, Vec<DraftError>> {
+pub fn build(
+    draft: Draft,
+    path: &Path,
+    seen: &[(String, PathBuf)],
+) -> Result<Option<Rule>, Vec<DraftError>> {
     let mut errors = Vec::new();
-    check_name(&draft.name, loaded, &mut errors);
+    check_name(&draft.name, seen, &mut errors);
     let version = match &draft.sql_version {
         None => draft.default_version,
         Some(v) => v.value.parse::<SqlVersion>().unwrap_or_else(|message| {
@@ -61,7 +65,7 @@ pub fn build(draft: Draft, path: &Path, loaded: &[Rule]) -> Result<Option<Rule>,
     }
 }
 
-fn check_name(name: &Located, loaded: &[Rule], errors: &mut Vec<DraftError>) {
+fn check_name(name: &Located, seen: &[(String, PathBuf)], errors: &mut Vec<DraftError>) {
     let valid = !name.value.is_empty()
         && name.value.len() <= MAX_NAME
         && name
@@ -74,11 +78,10 @@ fn check_name(name: &Located, loaded: &[Rule], errors: &mut Vec<DraftError>) {
                 .with_hint("rule names are 1 to 128 letters, digits and `_`, as in AWS"),
         );
     }
-    if let Some(other) = loaded.iter().find(|r| r.name == name.value) {
+    if let Some((_, origin)) = seen.iter().find(|(n, _)| *n == name.value) {
         errors.push(
-            DraftError::new(name.span, format!("duplicate rule name `{}`", name.value)).with_hint(
-                format!("a rule of that name is in {}", other.origin.display()),
-            ),
+            DraftError::new(name.span, format!("duplicate rule name `{}`", name.value))
+                .with_hint(format!("a rule of that name is in {}", origin.display())),
         );
     }
 }
@@ -135,12 +138,12 @@ fn build_action(
             let topic_template = template(topic, version, vars, errors)?;
             check_republish_topic(topic, &topic_template, from, errors);
             let headers = build_headers(headers, version, vars, errors);
-            Some(ActionSpec::Republish(Republish {
+            Some(ActionSpec::Republish(Box::new(Republish {
                 topic: topic_template,
                 qos,
                 retain: *retain,
                 headers,
-            }))
+            })))
         }
         ActionKind::File { path } => {
             let path_template = template(path, version, vars, errors)?;

@@ -43,7 +43,7 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub enum ActionSpec {
     /// Publish the output message to a topic.
-    Republish(Republish),
+    Republish(Box<Republish>),
     /// Append the output message as one line to a file under the base directory.
     File(FileAppend),
 }
@@ -135,6 +135,7 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         collect_files(path, &mut files, &mut errors);
     }
     let mut rules: Vec<Rule> = Vec::new();
+    let mut seen: Vec<(String, PathBuf)> = Vec::new();
     for path in files {
         let text: Arc<str> = match std::fs::read_to_string(&path) {
             Ok(text) => text.into(),
@@ -156,7 +157,10 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
             }
         };
         for draft in drafts {
-            match build::build(draft, &path, &rules) {
+            let name = draft.name.value.clone();
+            let built = build::build(draft, &path, &seen);
+            seen.push((name, path.clone()));
+            match built {
                 Ok(Some(rule)) => rules.push(rule),
                 Ok(None) => {}
                 Err(errs) => {

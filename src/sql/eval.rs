@@ -236,7 +236,20 @@ pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value>
             let rows: &[Value] = match from.as_ref() {
                 Value::Array(items) => items,
                 Value::Undefined => return Cow::Owned(Value::Undefined),
-                other => std::slice::from_ref(other),
+                // Over one object the query yields one result, not an array (AWS's
+                // `transform` example 3).
+                single => {
+                    let passes = query
+                        .where_
+                        .as_ref()
+                        .is_none_or(|c| is_true(&eval(c, env, single)));
+                    let out = if passes {
+                        self::select(&query.select, env, single)
+                    } else {
+                        Value::Undefined
+                    };
+                    return Cow::Owned(out);
+                }
             };
             let mut out = Vec::new();
             for element in rows {
@@ -306,7 +319,7 @@ fn compare(op: BinaryOp, a: &Value, b: &Value) -> Value {
     let (Conv::Ok(x), Conv::Ok(y)) = (a.to_num(), b.to_num()) else {
         return Value::Undefined;
     };
-    let ord = x.cmp(&y);
+    let ord = x.compare(&y);
     Value::Bool(match op {
         BinaryOp::Lt => ord.is_lt(),
         BinaryOp::LtEq => ord.is_le(),

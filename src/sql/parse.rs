@@ -275,11 +275,15 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Whether `VALUE` just read is a field name rather than the keyword: it is when what
+    /// follows ends an item or continues an expression (`SELECT value + 1 AS v`). `*`, `-`
+    /// and `[` start an expression, so `SELECT VALUE *`, `SELECT VALUE -1` and
+    /// `SELECT VALUE [1, 2]` take the keyword.
     fn starts_item_end(&self, i: &'a str) -> bool {
         let i = self.ws(i);
         i.is_empty()
-            || i.starts_with([',', ')', '.', '['])
-            || ["FROM", "AS", "WHERE"]
+            || i.starts_with([',', ')', '.', '+', '/', '%', '=', '<', '>', '!'])
+            || ["FROM", "AS", "WHERE", "IN", "AND", "OR", "NOT"]
                 .iter()
                 .any(|kw| self.keyword(i, kw).is_some())
     }
@@ -289,10 +293,10 @@ impl<'a> Parser<'a> {
         let start = self.ws(i);
         if let Some(rest) = self.symbol(start, "*") {
             let after = self.ws(rest);
-            if after.is_empty()
-                || after.starts_with(',')
+            let ends_item = after.is_empty() || after.starts_with([',', ')']);
+            if ends_item
                 || self.keyword(after, "FROM").is_some()
-                || after.starts_with(')')
+                || self.keyword(after, "WHERE").is_some()
             {
                 return Ok((rest, ast::SelectItem::Wildcard(self.span(start, rest))));
             }
@@ -364,7 +368,9 @@ impl<'a> Parser<'a> {
     fn parse_expr(&self, i: &'a str) -> PResult<'a, Expr> {
         let _guard = self.enter(self.ws(i))?;
         let (mut i, mut left) = self.parse_and(i)?;
+        let mut chain = Vec::new();
         while let Some(rest) = self.keyword(i, "OR") {
+            chain.push(self.enter(rest)?);
             let (rest, right) = self.parse_and(rest)?;
             left = binary(ast::BinaryOp::Or, left, right);
             i = rest;
@@ -375,7 +381,9 @@ impl<'a> Parser<'a> {
     /// and_expr = not_expr { "AND" not_expr }
     fn parse_and(&self, i: &'a str) -> PResult<'a, Expr> {
         let (mut i, mut left) = self.parse_not(i)?;
+        let mut chain = Vec::new();
         while let Some(rest) = self.keyword(i, "AND") {
+            chain.push(self.enter(rest)?);
             let (rest, right) = self.parse_not(rest)?;
             left = binary(ast::BinaryOp::And, left, right);
             i = rest;
@@ -402,7 +410,9 @@ impl<'a> Parser<'a> {
     /// comparison = additive { comp_op additive | [ "NOT" ] "IN" in_list }
     fn parse_comparison(&self, i: &'a str) -> PResult<'a, Expr> {
         let (mut i, mut left) = self.parse_additive(i)?;
+        let mut chain = Vec::new();
         loop {
+            chain.push(self.enter(i)?);
             if let Some((rest, negated)) = self.in_keyword(i) {
                 let (rest, list) = self.parse_in_list(rest)?;
                 let span = left.span.to(Span::new(0, self.offset(rest)));
@@ -484,7 +494,9 @@ impl<'a> Parser<'a> {
     /// additive = multiplicative { ( "+" | "-" ) multiplicative }
     fn parse_additive(&self, i: &'a str) -> PResult<'a, Expr> {
         let (mut i, mut left) = self.parse_multiplicative(i)?;
+        let mut chain = Vec::new();
         loop {
+            chain.push(self.enter(i)?);
             let (rest, op) = if let Some(rest) = self.symbol(i, "+") {
                 (rest, ast::BinaryOp::Add)
             } else if let Some(rest) = self.symbol(i, "-") {
@@ -501,7 +513,9 @@ impl<'a> Parser<'a> {
     /// multiplicative = unary { ( "*" | "/" | "%" ) unary }
     fn parse_multiplicative(&self, i: &'a str) -> PResult<'a, Expr> {
         let (mut i, mut left) = self.parse_unary(i)?;
+        let mut chain = Vec::new();
         loop {
+            chain.push(self.enter(i)?);
             let ops = [
                 ("*", ast::BinaryOp::Mul),
                 ("/", ast::BinaryOp::Div),
@@ -551,7 +565,9 @@ impl<'a> Parser<'a> {
     /// postfix = primary { "." name | "[" expr "]" }
     fn parse_postfix(&self, i: &'a str) -> PResult<'a, Expr> {
         let (mut i, mut expr) = self.parse_primary(i)?;
+        let mut chain = Vec::new();
         loop {
+            chain.push(self.enter(i)?);
             if let Some(rest) = i.strip_prefix('.') {
                 let Ok((rest, name)) = lex_word(rest) else {
                     return Err(self.fail(rest, "a field name after `.`"));
@@ -728,12 +744,12 @@ impl<'a> Parser<'a> {
             _ => {}
         }
         let after = self.ws(rest);
-        if after.starts_with('(') {
+        if let Some(inside) = after.strip_prefix('(') {
             if upper == "CAST" {
-                return self.parse_cast(start, &after[1..]);
+                return self.parse_cast(start, inside);
             }
             let _guard = self.enter(start)?;
-            let (rest, args) = self.parse_expr_list(&after[1..], ")")?;
+            let (rest, args) = self.parse_expr_list(inside, ")")?;
             let name_span = self.span(start, &start[word.len()..]);
             return at(
                 rest,
@@ -816,12 +832,12 @@ impl<'a> Parser<'a> {
     fn lex_string(&self, i: &'a str) -> PResult<'a, String> {
         let quote = i.chars().next().unwrap_or('\'');
         let mut out = String::new();
-        let mut chars = i.char_indices().skip(1);
+        let mut chars = i.char_indices().skip(1).peekable();
         while let Some((pos, c)) = chars.next() {
             match c {
                 c if c == quote => return Ok((&i[pos + 1..], out)),
                 '\\' => match chars.next() {
-                    Some((_, e)) => unescape(e, &mut out, &mut chars, i),
+                    Some((_, e)) => unescape(e, &mut out, &mut chars),
                     None => break,
                 },
                 c => out.push(c),
@@ -836,15 +852,26 @@ impl<'a> Parser<'a> {
 
 /// Reads one escape sequence. Unknown escapes keep their backslash, so that regular
 /// expressions such as `'\d+'` mean what they say.
-fn unescape(e: char, out: &mut String, chars: &mut impl Iterator<Item = (usize, char)>, src: &str) {
+fn unescape(
+    e: char,
+    out: &mut String,
+    chars: &mut std::iter::Peekable<impl Iterator<Item = (usize, char)>>,
+) {
     match e {
         'n' => out.push('\n'),
         't' => out.push('\t'),
         'r' => out.push('\r'),
         '\\' | '\'' | '"' | '/' => out.push(e),
         'u' => {
-            let hex: String = chars.by_ref().take(4).map(|(_, c)| c).collect();
-            match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+            let mut hex = String::new();
+            while hex.len() < 4 && chars.peek().is_some_and(|(_, c)| c.is_ascii_hexdigit()) {
+                hex.extend(chars.next().map(|(_, c)| c));
+            }
+            match u32::from_str_radix(&hex, 16)
+                .ok()
+                .filter(|_| hex.len() == 4)
+                .and_then(char::from_u32)
+            {
                 Some(c) => out.push(c),
                 None => {
                     out.push_str("\\u");
@@ -853,7 +880,6 @@ fn unescape(e: char, out: &mut String, chars: &mut impl Iterator<Item = (usize, 
             }
         }
         other => {
-            let _ = src;
             out.push('\\');
             out.push(other);
         }

@@ -92,7 +92,7 @@ impl Num {
     }
 
     /// Compares two numbers by value, `1` and `1.0` being equal.
-    pub fn cmp(&self, other: &Num) -> Ordering {
+    pub fn compare(&self, other: &Num) -> Ordering {
         match (self, other) {
             (Num::Int(a), Num::Int(b)) => a.cmp(b),
             _ => self.to_decimal().cmp(&other.to_decimal()),
@@ -136,13 +136,51 @@ pub fn is_numeric_text(text: &str) -> bool {
 
 /// Parses JSON or SQL number text into an Int when it is a plain integer that fits, into a
 /// Decimal otherwise. The text must already be a valid number.
+///
+/// AWS keeps 34 significant digits; longer numbers are cut to that many before they are
+/// parsed, so that a hostile 200,000-digit number costs no more than a short one.
 pub fn parse_number(text: &str) -> Option<Value> {
     if !text.contains(['.', 'e', 'E']) {
         if let Ok(i) = text.parse::<i64>() {
             return Some(Value::Int(i));
         }
     }
+    if text.len() > 2 * DECIMAL_DIGITS as usize {
+        return parse_long_number(text);
+    }
     BigDecimal::from_str(text).ok().map(Value::Decimal)
+}
+
+/// Parses a long number by keeping its first 34 significant digits (rounded toward zero)
+/// and moving the rest into the exponent.
+fn parse_long_number(text: &str) -> Option<Value> {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let negative = mantissa.starts_with('-');
+    let mantissa = mantissa.trim_start_matches('-');
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = int_part
+        .chars()
+        .chain(frac_part.chars())
+        .skip_while(|c| *c == '0')
+        .collect();
+    if digits.is_empty() {
+        return Some(Value::Decimal(BigDecimal::zero()));
+    }
+    // The value is 0.DIGITS × 10^(position of the first significant digit).
+    let leading_zeros = int_part
+        .chars()
+        .chain(frac_part.chars())
+        .take_while(|c| *c == '0')
+        .count() as i64;
+    let point = int_part.len() as i64 - leading_zeros + exponent;
+    let kept: String = digits.chars().take(DECIMAL_DIGITS as usize).collect();
+    let scale = kept.len() as i64 - point;
+    let coefficient = BigInt::from_str(&kept).ok()?;
+    let coefficient = if negative { -coefficient } else { coefficient };
+    Some(Value::Decimal(BigDecimal::new(coefficient, scale)))
 }
 
 /// Turns a double result (from `sqrt`, `sin`, `power`, ...) into a Decimal that prints as
@@ -275,7 +313,7 @@ impl Value {
                 let (Conv::Ok(a), Conv::Ok(b)) = (self.to_num(), other.to_num()) else {
                     return None;
                 };
-                a.cmp(&b) == Ordering::Equal
+                a.compare(&b) == Ordering::Equal
             }
             (String(a), String(b)) => a == b,
             (Binary(a), Binary(b)) => a == b,
@@ -562,6 +600,12 @@ mod tests {
         assert_eq!(json("[10.0, 1.25, 1e3]", v15), "[10.0,1.25,1E+3]");
         assert_eq!(json("0.0000001", v15), "1E-7");
         assert_eq!(json("0.000001", v15), "0.000001");
+        let long = "7".repeat(200_000);
+        assert_eq!(json(&long, v15), format!("7.{}E+199999", "7".repeat(33)));
+        assert_eq!(
+            json(&format!("-0.000{}", "12".repeat(40)), v15),
+            format!("-0.000{}", &"12".repeat(17))
+        );
     }
 
     #[test]

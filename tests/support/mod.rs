@@ -12,7 +12,11 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh directory under the target directory, removed when dropped.
@@ -20,7 +24,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("topicrule-test-{name}-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "topicrule-test-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -66,7 +74,7 @@ impl Mosquitto {
                 dir.path().display()
             ),
         );
-        let child = Command::new("mosquitto")
+        let child = Command::new(mosquitto_binary())
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())
@@ -85,7 +93,9 @@ impl Mosquitto {
     /// Stops the broker (SIGTERM, so that it saves its persistence file) and returns its
     /// directory for a restart.
     pub fn stop(mut self) -> (TempDir, u16) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
         (dir, self.port)
@@ -96,6 +106,16 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// mosquitto lives in /usr/sbin on Debian, which is not on every PATH.
+fn mosquitto_binary() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/mosquitto");
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("mosquitto")
     }
 }
 
@@ -136,7 +156,11 @@ impl Topicrule {
                 let _ = tx.send(line);
             }
         });
-        let mut topicrule = Topicrule { child, lines, log: Vec::new() };
+        let mut topicrule = Topicrule {
+            child,
+            lines,
+            log: Vec::new(),
+        };
         topicrule.wait_for_log("subscribed");
         topicrule
     }
@@ -151,14 +175,19 @@ impl Topicrule {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.log.push(line),
-                Err(_) => panic!("topicrule never logged `{text}`; log:\n{}", self.log.join("\n")),
+                Err(_) => panic!(
+                    "topicrule never logged `{text}`; log:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.log.push(line);
@@ -181,17 +210,23 @@ impl Drop for Topicrule {
 
 /// A subscriber on a real MQTT connection that collects what arrives.
 pub struct Subscriber {
-    messages: mpsc::Receiver<(String, Vec<u8>, Option<rumqttc::v5::mqttbytes::v5::PublishProperties>)>,
+    messages: mpsc::Receiver<(
+        String,
+        Vec<u8>,
+        Option<rumqttc::v5::mqttbytes::v5::PublishProperties>,
+    )>,
 }
 
 impl Subscriber {
     /// Subscribes (MQTT 5, QoS 1) and returns once the broker acknowledged the subscription.
     pub fn new(port: u16, filter: &str) -> Subscriber {
-        use rumqttc::v5::{Client as Client5, Event as Event5, MqttOptions as Options5};
         use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+        use rumqttc::v5::{Client as Client5, Event as Event5, MqttOptions as Options5};
         let id = format!("sub-{}", free_port());
         let (client, mut connection) = Client5::new(Options5::new(id, "127.0.0.1", port), 100);
-        client.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce).unwrap();
+        client
+            .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .unwrap();
         let (tx, messages) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
         std::thread::spawn(move || {
@@ -212,20 +247,29 @@ impl Subscriber {
                 }
             }
         });
-        ready.recv_timeout(Duration::from_secs(10)).expect("no SUBACK");
+        ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no SUBACK");
         Subscriber { messages }
     }
 
     /// The next message within `timeout`.
     pub fn next(&self, timeout: Duration) -> Option<(String, Vec<u8>)> {
-        self.messages.recv_timeout(timeout).ok().map(|(t, p, _)| (t, p))
+        self.messages
+            .recv_timeout(timeout)
+            .ok()
+            .map(|(t, p, _)| (t, p))
     }
 
     /// The next message with its MQTT 5 properties.
     pub fn next_with_properties(
         &self,
         timeout: Duration,
-    ) -> Option<(String, Vec<u8>, Option<rumqttc::v5::mqttbytes::v5::PublishProperties>)> {
+    ) -> Option<(
+        String,
+        Vec<u8>,
+        Option<rumqttc::v5::mqttbytes::v5::PublishProperties>,
+    )> {
         self.messages.recv_timeout(timeout).ok()
     }
 
@@ -242,7 +286,9 @@ pub fn publish(port: u16, messages: &[(&str, &[u8])]) {
     options.set_max_packet_size(64 * 1024 * 1024, 64 * 1024 * 1024);
     let (client, mut connection) = Client::new(options, messages.len() + 10);
     for (topic, payload) in messages {
-        client.publish(*topic, QoS::AtLeastOnce, false, payload.to_vec()).unwrap();
+        client
+            .publish(*topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .unwrap();
     }
     let mut acked = 0;
     for event in connection.iter() {

@@ -154,7 +154,7 @@ mod tests {
             ("decode", &["\"a\"", "\"base64\""], "null"),
             ("decode", &["\"a b\"", "\"base64\""], "null"),
             ("decode", &["\"/w==\"", "\"base64\""], "\"\u{fffd}\""),
-            ("decode", &["missing", "\"base64\""], "undefined"),
+            ("decode", &["undefined", "\"base64\""], "undefined"),
             (
                 "md2",
                 &["\"hello\""],

@@ -10,7 +10,8 @@
 //! - `string`: strings, with `pattern` for the regular expressions;
 //! - `encoding`: `encode`, `decode` and the hashes;
 //! - `misc`: collections, null tests and what the message or the rule knows;
-//! - `time`: `parse_time` and `time_to_epoch`, with `time_parse` for the latter.
+//! - `time`: `parse_time` and `time_to_epoch`, with `time_parse` for the latter and
+//!   `zone` for the time zones of both.
 
 mod encoding;
 mod math;
@@ -19,6 +20,7 @@ mod pattern;
 mod string;
 mod time;
 mod time_parse;
+mod zone;
 
 use super::eval::Env;
 use super::value::Value;

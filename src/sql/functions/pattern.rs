@@ -97,11 +97,10 @@ pub fn regexp_replace(env: &Env, args: Vec<Value>) -> Value {
     for caps in re.captures_iter(&s) {
         let whole = caps.get(0).expect("group 0 always matches");
         out.push_str(&s[last..whole.start()]);
-        expand(&pieces, &caps, &mut out);
-        last = whole.end();
-        if out.len() > MAX_BUILT {
+        if !expand(&pieces, &caps, &mut out) {
             return Value::Undefined;
         }
+        last = whole.end();
     }
     out.push_str(&s[last..]);
     string(out)
@@ -173,15 +172,21 @@ fn parse_replacement(replacement: &str, re: &Regex) -> Option<Vec<Piece>> {
 }
 
 /// Appends one replacement; a group that did not take part in the match adds nothing.
-fn expand(pieces: &[Piece], caps: &Captures, out: &mut String) {
+/// False, with nothing more appended, when the result would grow beyond [`MAX_BUILT`].
+fn expand(pieces: &[Piece], caps: &Captures, out: &mut String) -> bool {
     for piece in pieces {
         let text = match piece {
             Piece::Text(t) => Some(t.as_str()),
             Piece::Group(i) => caps.get(*i).map(|m| m.as_str()),
             Piece::Named(name) => caps.name(name).map(|m| m.as_str()),
         };
-        out.push_str(text.unwrap_or(""));
+        let text = text.unwrap_or("");
+        if out.len() + text.len() > MAX_BUILT {
+            return false;
+        }
+        out.push_str(text);
     }
+    true
 }
 
 #[cfg(test)]

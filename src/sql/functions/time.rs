@@ -1,20 +1,18 @@
 //! `parse_time(pattern, epochMillis[, zone])` formats an instant with a Joda-Time pattern;
 //! `time_to_epoch(text, pattern)` reads one with a Java `DateTimeFormatter` pattern (in
-//! `time_parse`). Both patterns are tokenized here, and both use the zones of the IANA
-//! database (chrono-tz) and fixed offsets.
+//! `time_parse`). Both patterns are tokenized here; both use the zones of `zone`.
 //!
 //! Supported Joda letters (English names): `G C Y y x w e E D M d a h H k K m s S z Z`, with
 //! `'text'` and `''` for literal text; any other letter makes the call Undefined, as Joda
 //! rejects it. Joda's long zone names (`zzzz`, "Central Standard Time") are not known
 //! here: the zone id is written instead.
 
-use std::str::FromStr;
-
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
-use chrono_tz::{OffsetName, Tz};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono_tz::Tz;
 
 use super::super::eval::Env;
 use super::super::value::{Conv, Value};
+use super::zone::{offset_text, Zone};
 use super::{string, text, time_parse};
 
 pub(super) const MONTHS: [&str; 12] = [
@@ -110,118 +108,6 @@ pub(super) fn tokenize(pattern: &str, java: bool) -> Option<Vec<Token>> {
         stack.last_mut()?.push(Token::Optional(section));
     }
     stack.pop()
-}
-
-/// A time zone: a region of the IANA database, or a fixed offset.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Zone {
-    Region(Tz),
-    Fixed(FixedOffset),
-}
-
-impl Zone {
-    /// A zone from its id: `UTC`, `America/Belize`, `+01:00`, `UTC+01:00`, `GMT-8`, `Z`.
-    pub(super) fn from_id(id: &str) -> Option<Zone> {
-        if let Ok(tz) = Tz::from_str(id) {
-            return Some(Zone::Region(tz));
-        }
-        if id == "Z" {
-            return Some(Zone::Region(Tz::UTC));
-        }
-        let rest = ["UTC", "GMT", "UT"]
-            .iter()
-            .find_map(|prefix| id.strip_prefix(prefix))
-            .unwrap_or(id);
-        match parse_offset(rest)? {
-            (seconds, used) if used == rest.len() => {
-                FixedOffset::east_opt(seconds).map(Zone::Fixed)
-            }
-            _ => None,
-        }
-    }
-
-    fn offset_at(&self, utc: &NaiveDateTime) -> i32 {
-        match self {
-            Zone::Region(tz) => tz.offset_from_utc_datetime(utc).fix().local_minus_utc(),
-            Zone::Fixed(fixed) => fixed.local_minus_utc(),
-        }
-    }
-
-    /// The id, as Joda's `ZZZ` writes it.
-    fn id(&self) -> String {
-        match self {
-            Zone::Region(tz) => tz.name().to_owned(),
-            Zone::Fixed(fixed) => offset_text(fixed.local_minus_utc(), true),
-        }
-    }
-
-    /// The short name at an instant, as Joda's `z` writes it: `CST`, `UTC`, `+01:00`.
-    fn short_name(&self, utc: &NaiveDateTime) -> String {
-        match self {
-            Zone::Region(tz) => match tz.offset_from_utc_datetime(utc).abbreviation() {
-                Some(name) => name.to_owned(),
-                None => offset_text(self.offset_at(utc), true),
-            },
-            Zone::Fixed(_) => self.id(),
-        }
-    }
-
-    /// The instant of a local date-time in this zone. In an overlap the earlier offset is
-    /// used, and a time in a gap is moved forward by the length of the gap (as Java does).
-    pub(super) fn to_utc(&self, local: &NaiveDateTime) -> Option<DateTime<Utc>> {
-        let tz = match self {
-            Zone::Fixed(fixed) => return Some(fixed.from_local_datetime(local).single()?.to_utc()),
-            Zone::Region(tz) => tz,
-        };
-        if let Some(instant) = tz.from_local_datetime(local).earliest() {
-            return Some(instant.to_utc());
-        }
-        let before = *local - chrono::Duration::hours(6);
-        let offset = tz.from_local_datetime(&before).earliest()?.offset().fix();
-        Some((*local - chrono::Duration::seconds(offset.local_minus_utc().into())).and_utc())
-    }
-}
-
-/// Reads `+hh`, `+hhmm`, `+hh:mm`, `+hh:mm:ss` (or `-`; one-digit hours too): the offset in
-/// seconds and the bytes used.
-pub(super) fn parse_offset(s: &str) -> Option<(i32, usize)> {
-    let b = s.as_bytes();
-    let sign = match b.first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let digits = |at: usize, max: usize| {
-        let n = b[at.min(b.len())..]
-            .iter()
-            .take(max)
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        let value = s.get(at..at + n)?.parse::<i32>().ok()?;
-        Some((value, n))
-    };
-    let (hours, n) = digits(1, 2).filter(|(_, n)| *n > 0)?;
-    let mut at = 1 + n;
-    let mut seconds = hours * 3600;
-    for unit in [60, 1] {
-        let colon = usize::from(b.get(at) == Some(&b':'));
-        match digits(at + colon, 2) {
-            Some((value, 2)) if value < 60 => {
-                seconds += value * unit;
-                at += colon + 2;
-            }
-            _ => break,
-        }
-    }
-    (hours <= 18).then_some((sign * seconds, at))
-}
-
-/// `+0100` or (`colon`) `+01:00`.
-fn offset_text(seconds: i32, colon: bool) -> String {
-    let sign = if seconds < 0 { '-' } else { '+' };
-    let minutes = seconds.abs() / 60;
-    let separator = if colon { ":" } else { "" };
-    format!("{sign}{:02}{separator}{:02}", minutes / 60, minutes % 60)
 }
 
 /// `n` zero-padded to `width` digits, after its sign.
@@ -342,6 +228,7 @@ pub fn time_to_epoch(env: &Env, args: Vec<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::check;
+    use super::super::zone::parse_offset;
     use super::*;
 
     #[test]

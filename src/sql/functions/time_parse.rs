@@ -11,7 +11,11 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 
-use super::time::{parse_offset, Token, Zone, MONTHS, WEEKDAYS};
+use super::time::{Token, MONTHS, WEEKDAYS};
+use super::zone::{parse_offset, Zone, ABBREVIATIONS};
+
+/// The longest zone id tried (the longest in the database has 32 bytes).
+const MAX_ZONE_ID: usize = 48;
 
 /// What the pattern has read so far.
 #[derive(Clone, Debug, Default)]
@@ -32,38 +36,6 @@ struct Fields {
     nano: Option<i64>,
     zone: Option<Zone>,
 }
-
-/// Time-zone abbreviations that `z` reads, and the region each stands for (as Java maps
-/// them; the region then decides standard or summer time).
-const ABBREVIATIONS: &[(&str, &str)] = &[
-    ("UTC", "UTC"),
-    ("GMT", "GMT"),
-    ("UT", "UTC"),
-    ("Z", "UTC"),
-    ("EST", "America/New_York"),
-    ("EDT", "America/New_York"),
-    ("CST", "America/Chicago"),
-    ("CDT", "America/Chicago"),
-    ("MST", "America/Denver"),
-    ("MDT", "America/Denver"),
-    ("PST", "America/Los_Angeles"),
-    ("PDT", "America/Los_Angeles"),
-    ("AKST", "America/Anchorage"),
-    ("AKDT", "America/Anchorage"),
-    ("HST", "Pacific/Honolulu"),
-    ("WET", "Europe/Lisbon"),
-    ("WEST", "Europe/Lisbon"),
-    ("CET", "Europe/Paris"),
-    ("CEST", "Europe/Paris"),
-    ("EET", "Europe/Athens"),
-    ("EEST", "Europe/Athens"),
-    ("BST", "Europe/London"),
-    ("IST", "Asia/Kolkata"),
-    ("JST", "Asia/Tokyo"),
-    ("KST", "Asia/Seoul"),
-    ("AEST", "Australia/Sydney"),
-    ("AEDT", "Australia/Sydney"),
-];
 
 /// The epoch milliseconds of `input` read with `tokens`, or None when it does not match.
 pub(super) fn parse(tokens: &[Token], input: &str) -> Option<i64> {
@@ -168,12 +140,14 @@ fn name(input: &str, pos: usize, names: &[&str], short: bool) -> Option<(usize, 
     Some((i, pos + 3))
 }
 
-/// A zone id at `pos`: the longest prefix that names a zone.
+/// A zone id at `pos`: the longest prefix (of at most [`MAX_ZONE_ID`] bytes) that names a
+/// zone.
 fn zone_id(input: &str, pos: usize) -> Option<(Zone, usize)> {
     let rest = input.get(pos..)?;
     let run = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || "/_+-:".contains(c)))
-        .unwrap_or(rest.len());
+        .unwrap_or(rest.len())
+        .min(MAX_ZONE_ID);
     (1..=run)
         .rev()
         .find_map(|len| Zone::from_id(&rest[..len]).map(|zone| (zone, pos + len)))

@@ -1,0 +1,151 @@
+//! The command line as users run it: the real binary, exit codes, stdout and stderr.
+
+use std::process::{Command, Output};
+
+fn topicrule(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_topicrule"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const SQL: &str = "SELECT device, temp * 1.8 + 32 AS f FROM 'sensors/+/telemetry' WHERE temp > 30";
+
+#[test]
+fn eval_prints_the_output_and_exits_0() {
+    let out = topicrule(&[
+        "eval",
+        SQL,
+        "--topic",
+        "sensors/a/telemetry",
+        "--payload",
+        r#"{"device":"a","temp":31.5}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "{\"device\":\"a\",\"f\":88.70}\n");
+}
+
+#[test]
+fn eval_exits_1_when_the_rule_does_not_fire() {
+    for (topic, payload) in [
+        ("sensors/a/telemetry", r#"{"temp":20}"#),
+        ("other/a/telemetry", r#"{"temp":40}"#),
+    ] {
+        let out = topicrule(&["eval", SQL, "--topic", topic, "--payload", payload]);
+        assert_eq!(out.status.code(), Some(1), "{topic} {payload}");
+        assert_eq!(stdout(&out), "");
+    }
+}
+
+#[test]
+fn eval_expands_a_template_and_keeps_binary_payloads() {
+    let out = topicrule(&[
+        "eval",
+        "SELECT * FROM 'my/things/+/update'",
+        "--topic",
+        "my/things/RPI/update",
+        "--payload",
+        "{}",
+        "--template",
+        "$$aws/things/${topic(3)}/shadow/update",
+    ]);
+    assert_eq!(stdout(&out), "$aws/things/RPI/shadow/update\n");
+    let out = topicrule(&[
+        "eval",
+        "SELECT * FROM 'b'",
+        "--topic",
+        "b",
+        "--payload-file",
+        "tests/check/binary.bin",
+    ]);
+    assert_eq!(out.stdout, b"\x00\xff\x01binary\n");
+}
+
+#[test]
+fn eval_diagnostics() {
+    let out = topicrule(&[
+        "eval",
+        "SELECT uper(c), topic(1, 2) FROM 'a/#/b' WHERE",
+        "--topic",
+        "a",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("eval_parse_error", stderr(&out));
+    let out = topicrule(&[
+        "eval",
+        "SELECT uper(c), topic(1, 2), aws_lambda('f', *) FROM 'a/#/b'",
+        "--topic",
+        "a",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("eval_compile_errors", stderr(&out));
+    let out = topicrule(&[
+        "eval",
+        "SELECT * FROM 'a'",
+        "--topic",
+        "a",
+        "--payload",
+        "{}",
+        "--template",
+        "$aws/${nope(}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("eval_template_errors", stderr(&out));
+}
+
+#[test]
+fn check_reports_every_error_with_its_place() {
+    let out = topicrule(&["check", "tests/check"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("check_broken_folder", stderr(&out));
+}
+
+#[test]
+fn check_accepts_the_default_rules_and_examples() {
+    let out = topicrule(&[
+        "check",
+        "rules",
+        "examples/lwt-to-shadow",
+        "examples/archive-to-files",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn test_prints_what_each_action_would_do() {
+    let out = topicrule(&[
+        "test",
+        "rules",
+        "--topic",
+        "my/things/RPI/update",
+        "--payload",
+        r#"{"state":{"reported":{"connected":false}}}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "{\"rule\":\"rpi_connected\",\"actions\":[{\"action\":\"republish\",\"topic\":\"$aws/things/RPI/shadow/update\",\"qos\":1,\"payload\":\"{\\\"state\\\":{\\\"reported\\\":{\\\"connected\\\":false}}}\"}]}\n"
+    );
+    let out = topicrule(&[
+        "test",
+        "rules",
+        "--topic",
+        "nobody/listens",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,0 +1,355 @@
+//! The router against a real mosquitto, one per test, with real clients.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{publish, Mosquitto, Subscriber, TempDir, Topicrule};
+
+const WAIT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(700);
+
+fn start(broker: &Mosquitto, rules: &str, name: &str) -> (Topicrule, TempDir) {
+    let dir = TempDir::new(name);
+    dir.write("rules/rules.toml", rules);
+    let topicrule = Topicrule::start(
+        &broker.url(),
+        &dir.path().join("rules"),
+        &dir.path().join("data"),
+        name,
+    );
+    (topicrule, dir)
+}
+
+/// The seed scenario: a device's Last Will becomes its shadow document.
+#[test]
+fn last_will_is_republished_to_the_shadow_topic() {
+    let broker = Mosquitto::start();
+    let (_topicrule, _dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "rpi_connected"
+sql = "SELECT * FROM 'my/things/RPI/update'"
+[[rule.actions]]
+republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
+"#,
+        "lwt",
+    );
+    let shadow = Subscriber::new(broker.port, "$aws/things/RPI/shadow/update");
+    let will = r#"{"state":{"reported":{"connected":false}}}"#;
+    let mut device = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-i",
+            "RPI",
+            "-t",
+            "my/things/RPI/cmd",
+        ])
+        .args([
+            "--will-topic",
+            "my/things/RPI/update",
+            "--will-qos",
+            "1",
+            "--will-payload",
+            will,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    device.kill().unwrap();
+    let _ = device.wait();
+    let (topic, payload) = shadow.next(WAIT).expect("the shadow update never arrived");
+    assert_eq!(topic, "$aws/things/RPI/shadow/update");
+    assert_eq!(String::from_utf8(payload).unwrap(), will);
+    assert!(
+        shadow.next(QUIET).is_none(),
+        "the will was republished more than once"
+    );
+}
+
+#[test]
+fn wildcards_where_and_overlapping_rules_each_run_once() {
+    let broker = Mosquitto::start();
+    let (_topicrule, _dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "hot"
+sql = "SELECT topic(2) AS device, temp FROM 'sensors/+/telemetry' WHERE temp > 30"
+[[rule.actions]]
+republish = { topic = "alerts/${topic(2)}", qos = 1 }
+
+[[rule]]
+name = "everything"
+sql = "SELECT VALUE topic() FROM 'sensors/#'"
+[[rule.actions]]
+republish = { topic = "seen/all", qos = 1 }
+"#,
+        "wildcards",
+    );
+    let alerts = Subscriber::new(broker.port, "alerts/#");
+    let seen = Subscriber::new(broker.port, "seen/all");
+    publish(
+        broker.port,
+        &[
+            ("sensors/a/telemetry", br#"{"temp":31}"#),
+            ("sensors/b/telemetry", br#"{"temp":20}"#),
+            ("sensors/c/other", br#"{"temp":99}"#),
+        ],
+    );
+    let alerts = alerts.drain(QUIET * 2);
+    assert_eq!(
+        alerts,
+        vec![(
+            "alerts/a".to_owned(),
+            br#"{"device":"a","temp":31}"#.to_vec()
+        )]
+    );
+    let mut seen: Vec<String> = seen
+        .drain(QUIET)
+        .into_iter()
+        .map(|(_, p)| String::from_utf8(p).unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            r#""sensors/a/telemetry""#,
+            r#""sensors/b/telemetry""#,
+            r#""sensors/c/other""#
+        ]
+    );
+}
+
+#[test]
+fn binary_payloads_pass_through_and_headers_are_published() {
+    let broker = Mosquitto::start();
+    let (_topicrule, _dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "raw"
+sql = "SELECT * FROM 'raw/in'"
+[[rule.actions]]
+republish = { topic = "raw/out", qos = 1, headers = { content_type = "application/octet-stream", user_properties = [{ key = "source", value = "${topic()}" }] } }
+"#,
+        "binary",
+    );
+    let out = Subscriber::new(broker.port, "raw/out");
+    let bytes: &[u8] = &[0, 159, 146, 150, 255, b'\n', 1];
+    publish(broker.port, &[("raw/in", bytes)]);
+    let (_, payload, properties) = out.next_with_properties(WAIT).expect("nothing republished");
+    assert_eq!(payload, bytes);
+    let properties = properties.expect("no MQTT 5 properties");
+    assert_eq!(
+        properties.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        properties.user_properties,
+        vec![("source".to_owned(), "raw/in".to_owned())]
+    );
+}
+
+#[test]
+fn file_action_appends_lines_and_stays_in_its_directory() {
+    let broker = Mosquitto::start();
+    let (_topicrule, dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "archive"
+sql = "SELECT n FROM 'log/+'"
+[[rule.actions]]
+file = { path = "${topic(2)}/log.jsonl" }
+[rule.error_action]
+file = { path = "errors.jsonl" }
+"#,
+        "file",
+    );
+    publish(
+        broker.port,
+        &[
+            ("log/a", br#"{"n":1}"#),
+            ("log/a", br#"{"n":2}"#),
+            ("log/..", br#"{"n":3}"#),
+        ],
+    );
+    let data = dir.path().join("data");
+    let wait_for = |path: &std::path::Path, lines: usize| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= lines || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let log = wait_for(&data.join("a/log.jsonl"), 2);
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.sort();
+    assert_eq!(lines, [r#"{"n":1}"#, r#"{"n":2}"#]);
+    let errors = wait_for(&data.join("errors.jsonl"), 1);
+    let doc: serde_json::Value =
+        serde_json::from_str(errors.lines().next().expect("no error document")).unwrap();
+    assert_eq!(doc["ruleName"], "archive");
+    assert_eq!(doc["topic"], "log/..");
+    assert_eq!(doc["base64OriginalPayload"], "eyJuIjozfQ==");
+    assert_eq!(doc["failures"][0]["failedAction"], "FileAction");
+    assert!(doc["failures"][0]["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("leaves the base directory"));
+    assert!(
+        !dir.path().join("log.jsonl").exists(),
+        "a line escaped the base directory"
+    );
+}
+
+#[test]
+fn aws_rule_json_runs_unchanged() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("awsjson");
+    dir.write(
+        "rules/Republish_Temp.json",
+        r#"{
+    "ruleArn": "arn:aws:iot:us-east-1:123456789012:rule/Republish_Temp",
+    "rule": {
+        "ruleName": "Republish_Temp",
+        "sql": "SELECT * FROM 'device/+/data' WHERE temperature > 30",
+        "description": "",
+        "createdAt": 1594254255.0,
+        "actions": [
+            { "republish": { "topic": "device/data/temp", "roleArn": "arn:aws:iam::123456789012:role/r", "qos": 1 } }
+        ],
+        "ruleDisabled": false,
+        "awsIotSqlVersion": "2016-03-23"
+    }
+}"#,
+    );
+    let _topicrule = Topicrule::start(
+        &broker.url(),
+        &dir.path().join("rules"),
+        &dir.path().join("data"),
+        "awsjson",
+    );
+    let out = Subscriber::new(broker.port, "device/data/temp");
+    publish(
+        broker.port,
+        &[
+            ("device/22/data", br#"{"temperature":28}"#),
+            ("device/22/data", br#"{"temperature":31}"#),
+        ],
+    );
+    assert_eq!(
+        out.drain(QUIET * 2),
+        vec![(
+            "device/data/temp".to_owned(),
+            br#"{"temperature":31}"#.to_vec()
+        )]
+    );
+}
+
+/// A message whose file action cannot write is not acknowledged; once topicrule restarts
+/// with a writable directory, the broker redelivers it and it lands in the file.
+#[test]
+fn unacknowledged_message_is_redelivered_after_restart() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("acks");
+    dir.write(
+        "rules/r.toml",
+        r#"
+[[rule]]
+name = "keep"
+sql = "SELECT * FROM 'keep/me'"
+[[rule.actions]]
+file = { path = "kept.jsonl" }
+"#,
+    );
+    // The base directory is a file: nothing can be created under it.
+    let blocked = dir.write("blocked", "not a directory");
+    let rules = dir.path().join("rules");
+    let topicrule = Topicrule::start(&broker.url(), &rules, &blocked, "acks");
+    publish(broker.port, &[("keep/me", br#"{"v":1}"#)]);
+    let mut topicrule = topicrule;
+    topicrule.wait_for_log("left unacknowledged");
+    topicrule.kill();
+
+    let data = dir.path().join("data");
+    let _topicrule = Topicrule::start(&broker.url(), &rules, &data, "acks");
+    let deadline = std::time::Instant::now() + WAIT;
+    let kept = loop {
+        let text = std::fs::read_to_string(data.join("kept.jsonl")).unwrap_or_default();
+        if !text.is_empty() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(kept, "{\"v\":1}\n");
+}
+
+/// Hostile payloads never stop the engine: good messages still go through.
+#[test]
+fn random_payloads_do_not_stop_routing() {
+    let broker = Mosquitto::start();
+    let (_topicrule, _dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "fuzzed"
+sql = "SELECT a.b[0] + 1 AS x, upper(s) AS s, encode(*, 'base64') AS raw FROM 'fuzz/+' WHERE x <> 1"
+[[rule.actions]]
+republish = { topic = "fuzz-out/${topic(2)}", qos = 0 }
+
+[[rule]]
+name = "good"
+sql = "SELECT ok FROM 'good/in'"
+[[rule.actions]]
+republish = { topic = "good/out", qos = 1 }
+"#,
+        "random",
+    );
+    let good = Subscriber::new(broker.port, "good/out");
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for i in 0..10_000u32 {
+        let payload: Vec<u8> = match i % 5 {
+            0 => (0..next() % 300).map(|_| next() as u8).collect(),
+            1 => format!("{}{}", "[".repeat(200 + (next() % 5000) as usize), "1").into_bytes(),
+            2 => vec![0xff, 0xfe, b'{', 0xc3],
+            3 => format!(
+                r#"{{"a":{{"b":[{}]}},"s":"{}"}}"#,
+                next() % 1000,
+                "é".repeat((next() % 50) as usize)
+            )
+            .into_bytes(),
+            _ => vec![b'7'; (next() % 200_000) as usize],
+        };
+        payloads.push(payload);
+    }
+    for chunk in payloads.chunks(500) {
+        let messages: Vec<(String, &[u8])> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("fuzz/{i}"), p.as_slice()))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = messages.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        publish(broker.port, &refs);
+    }
+    publish(broker.port, &[("good/in", br#"{"ok":true}"#)]);
+    let (_, payload) = good.next(Duration::from_secs(60)).expect("routing stopped");
+    assert_eq!(payload, br#"{"ok":true}"#);
+}
