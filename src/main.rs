@@ -147,6 +147,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "topicrule=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
@@ -29,6 +29,9 @@ use crate::actions::republish::PublishRequest;
 use crate::actions::{file, ActionError, Effect};
 use crate::config::Settings;
 use crate::engine::Engine;
+
+/// The capacity of the subscribing connection's request queue (acks); see `run`.
+const ACK_QUEUE: usize = 65_536;
 
 /// Counters, logged at shutdown.
 #[derive(Debug, Default)]
@@ -49,10 +52,11 @@ pub async fn run(
     let stats = Arc::new(Stats::default());
     let (sub_options, pub_options) = options(&settings)?;
     let filters = engine.subscriptions();
-    let (sub_client, sub_loop) = AsyncClient::new(
-        sub_options,
-        4 * usize::from(settings.router.max_in_flight) + 64,
-    );
+    // The request queue of the subscribing connection carries the acks. rumqttc drains it
+    // one request per poll while it reads up to ten packets, so under a flood acks pile up
+    // here until the broker's flow control pauses it: the queue is sized so that a worker
+    // never waits for room (an ack is a few bytes).
+    let (sub_client, sub_loop) = AsyncClient::new(sub_options, ACK_QUEUE);
     let (pub_client, pub_loop) = AsyncClient::new(pub_options, 1024);
     let pending = Arc::new(PendingAcks::default());
     let publisher = Publisher {
@@ -64,11 +68,13 @@ pub async fn run(
         tokio::sync::mpsc::channel::<Publish>(usize::from(settings.router.max_in_flight));
 
     let pollers = TaskTracker::new();
+    let max_backlog = 4 * usize::from(settings.router.max_in_flight);
     pollers.spawn(poll_subscriber(
         sub_loop,
         sub_client.clone(),
         filters,
         dispatch_tx,
+        max_backlog,
         shutdown.clone(),
         stats.clone(),
     ));
@@ -164,19 +170,34 @@ fn url_parts(url: &str) -> anyhow::Result<(String, u16)> {
 
 /// Polls the subscribing connection: (re)subscribes on every connection, forwards each
 /// message to the workers. Stops taking messages when `shutdown` is cancelled.
+///
+/// It keeps polling while the workers are busy, because the acknowledgements the workers
+/// queue reach the broker only through this loop: a loop that waited for the workers while
+/// they waited for it would deadlock (rumqtt #263, #1025). Messages that arrive meanwhile
+/// wait in `backlog`; past `max_backlog` the loop stops reading the network until the
+/// workers catch up, which pushes back on the broker through TCP. The broker's own flow
+/// control (the receive maximum topicrule announces) normally keeps the backlog far below.
 async fn poll_subscriber(
     mut event_loop: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
     dispatch: tokio::sync::mpsc::Sender<Publish>,
+    max_backlog: usize,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut backlog: VecDeque<Publish> = VecDeque::new();
     loop {
         let event = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
-            event = event_loop.poll() => event,
+            permit = dispatch.reserve(), if !backlog.is_empty() => {
+                let Ok(permit) = permit else { return };
+                permit.send(backlog.pop_front().expect("backlog is not empty"));
+                continue;
+            }
+            event = event_loop.poll(), if backlog.len() < max_backlog => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -185,10 +206,11 @@ async fn poll_subscriber(
                     "connected to the broker (session present: {})",
                     ack.session_present
                 );
-                for filter in &filters {
-                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                        tracing::error!("cannot subscribe to `{filter}`: {e}");
-                    }
+                let subscriptions = filters
+                    .iter()
+                    .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subscriptions) {
+                    tracing::error!("cannot subscribe to {filters:?}: {e}");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -196,9 +218,12 @@ async fn poll_subscriber(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                // Blocks only when the workers are all busy: back pressure on the broker.
-                if dispatch.send(publish).await.is_err() {
-                    return;
+                match dispatch.try_send(publish) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(publish)) => {
+                        backlog.push_back(publish)
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             Ok(_) => {}
@@ -374,6 +399,7 @@ impl Worker {
             chrono::Utc::now().timestamp_millis(),
             properties.as_ref(),
         );
+        tracing::debug!("message on `{topic}`: {} rule(s) fire", plans.len());
         let mut done = true;
         for plan in plans {
             let mut failures = plan.failures.clone();
@@ -425,8 +451,11 @@ impl Worker {
         }
         if done {
             self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            // The ack queue holds an ack for every message topicrule can hold (see `run`), so
+            // this never waits; if it ever were full, a task of its own waits, not the worker.
             if self.ack.try_ack(&publish).is_err() {
-                let _ = self.ack.ack(&publish).await;
+                let client = self.ack.clone();
+                tokio::spawn(async move { client.ack(&publish).await });
             }
         } else {
             self.stats

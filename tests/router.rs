@@ -336,7 +336,11 @@ republish = { topic = "good/out", qos = 1 }
                 "é".repeat((next() % 50) as usize)
             )
             .into_bytes(),
-            _ => vec![b'7'; (next() % 200_000) as usize],
+            // A huge payload now and then: a number of up to 256,000 digits.
+            _ if i % 50 == 4 => vec![b'7'; (next() % 256_000) as usize],
+            _ => (0..next() % 2000)
+                .map(|_| b"{}[]\",:01ae"[(next() % 11) as usize])
+                .collect(),
         };
         payloads.push(payload);
     }

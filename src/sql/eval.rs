@@ -10,7 +10,7 @@ use bigdecimal::BigDecimal;
 
 use super::ast::BinaryOp;
 use super::compile::{CExpr, CInList, CItem, CSelect, CastType, Query};
-use super::value::{self, from_f64, num_is_zero, round_decimal, Conv, Num, Object, Value};
+use super::value::{self, from_f64, num_is_zero, Conv, Num, Object, Value};
 use super::SqlVersion;
 
 /// The MQTT 5 properties of an incoming PUBLISH, as `get_mqtt_property` and
@@ -380,7 +380,7 @@ fn arithmetic(op: BinaryOp, a: &Value, b: &Value) -> Value {
         BinaryOp::Div => x / y,
         _ => x % y,
     };
-    Value::Decimal(round_decimal(result))
+    value::decimal_value(result)
 }
 
 fn negate(v: &Value) -> Value {

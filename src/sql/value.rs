@@ -145,10 +145,15 @@ pub fn parse_number(text: &str) -> Option<Value> {
             return Some(Value::Int(i));
         }
     }
-    if text.len() > 2 * DECIMAL_DIGITS as usize {
-        return parse_long_number(text);
+    let value = if text.len() > 2 * DECIMAL_DIGITS as usize {
+        parse_long_number(text)?
+    } else {
+        Value::Decimal(BigDecimal::from_str(text).ok()?)
+    };
+    match value {
+        Value::Decimal(d) => Some(decimal_value(d)),
+        other => Some(other),
     }
-    BigDecimal::from_str(text).ok().map(Value::Decimal)
 }
 
 /// Parses a long number by keeping its first 34 significant digits (rounded toward zero)
@@ -161,26 +166,22 @@ fn parse_long_number(text: &str) -> Option<Value> {
     let negative = mantissa.starts_with('-');
     let mantissa = mantissa.trim_start_matches('-');
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits: String = int_part
-        .chars()
-        .chain(frac_part.chars())
-        .skip_while(|c| *c == '0')
+    let all_digits = int_part.bytes().chain(frac_part.bytes());
+    let leading_zeros = all_digits.clone().take_while(|c| *c == b'0').count();
+    let kept: String = all_digits
+        .skip(leading_zeros)
+        .take(DECIMAL_DIGITS as usize)
+        .map(char::from)
         .collect();
-    if digits.is_empty() {
+    if kept.is_empty() {
         return Some(Value::Decimal(BigDecimal::zero()));
     }
-    // The value is 0.DIGITS × 10^(position of the first significant digit).
-    let leading_zeros = int_part
-        .chars()
-        .chain(frac_part.chars())
-        .take_while(|c| *c == '0')
-        .count() as i64;
-    let point = int_part.len() as i64 - leading_zeros + exponent;
-    let kept: String = digits.chars().take(DECIMAL_DIGITS as usize).collect();
+    // The value is 0.KEPT × 10^point, point being where the first significant digit sits.
+    let point = int_part.len() as i64 - leading_zeros as i64 + exponent;
     let scale = kept.len() as i64 - point;
     let coefficient = BigInt::from_str(&kept).ok()?;
     let coefficient = if negative { -coefficient } else { coefficient };
-    Some(Value::Decimal(BigDecimal::new(coefficient, scale)))
+    Some(decimal_value(BigDecimal::new(coefficient, scale)))
 }
 
 /// Turns a double result (from `sqrt`, `sin`, `power`, ...) into a Decimal that prints as
@@ -434,6 +435,35 @@ pub fn round_to_scale(d: &BigDecimal, scale: i64, mode: bigdecimal::RoundingMode
     d.with_scale_round(scale, mode)
 }
 
+/// The largest decimal exponent of AWS's Decimal (magnitudes from 1E-999 to 9.999…E999).
+pub const MAX_EXPONENT: i64 = 999;
+
+/// The exponent of a Decimal's first digit: 2 for `123.4`, -3 for `0.00123`.
+fn adjusted_exponent(d: &BigDecimal) -> i64 {
+    let (digits, scale) = d.as_bigint_and_exponent();
+    let count = if digits.sign() == bigdecimal::num_bigint::Sign::NoSign {
+        1
+    } else {
+        d.digits() as i64
+    };
+    count - 1 - scale
+}
+
+/// A Decimal result: rounded to 34 digits; Undefined beyond AWS's range (1E±999), so that
+/// no value can make the engine write out a number of a million digits.
+pub fn decimal_value(d: BigDecimal) -> Value {
+    let d = round_decimal(d);
+    if d.is_zero() {
+        return Value::Decimal(d);
+    }
+    let exponent = adjusted_exponent(&d);
+    if (-MAX_EXPONENT..=MAX_EXPONENT).contains(&exponent) {
+        Value::Decimal(d)
+    } else {
+        Value::Undefined
+    }
+}
+
 /// Rounds a Decimal to AWS's 34 significant digits.
 pub fn round_decimal(d: BigDecimal) -> BigDecimal {
     if d.digits() > DECIMAL_DIGITS {
@@ -447,7 +477,9 @@ pub fn round_decimal(d: BigDecimal) -> BigDecimal {
 /// (`10.0` → `10`, `1E+3` → `1000`); otherwise the text is Java's `BigDecimal.toString`
 /// (the engine AWS runs on): plain notation unless the exponent is very small or large.
 pub fn format_decimal(d: &BigDecimal, version: SqlVersion) -> String {
-    if version == SqlVersion::V2016_03_23 && d.is_integer() {
+    // The range check keeps `with_scale(0)` from writing out a huge power of ten.
+    let small_enough = d.as_bigint_and_exponent().1 >= -(MAX_EXPONENT + DECIMAL_DIGITS as i64);
+    if version == SqlVersion::V2016_03_23 && small_enough && d.is_integer() {
         let (digits, _) = d.with_scale(0).into_bigint_and_exponent();
         return digits.to_string();
     }
@@ -600,8 +632,16 @@ mod tests {
         assert_eq!(json("[10.0, 1.25, 1e3]", v15), "[10.0,1.25,1E+3]");
         assert_eq!(json("0.0000001", v15), "1E-7");
         assert_eq!(json("0.000001", v15), "0.000001");
-        let long = "7".repeat(200_000);
-        assert_eq!(json(&long, v15), format!("7.{}E+199999", "7".repeat(33)));
+        let long = "7".repeat(900);
+        assert_eq!(json(&long, v15), format!("7.{}E+899", "7".repeat(33)));
+        // Beyond AWS's range (1E±999) a number is Undefined, and Undefined members vanish.
+        assert_eq!(
+            json(
+                &format!(r#"{{"a":{},"b":1e1000}}"#, "7".repeat(200_000)),
+                v16
+            ),
+            r#"{}"#
+        );
         assert_eq!(
             json(&format!("-0.000{}", "12".repeat(40)), v15),
             format!("-0.000{}", &"12".repeat(17))

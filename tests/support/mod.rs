@@ -48,7 +48,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -69,8 +71,9 @@ impl Mosquitto {
         let config = dir.write(
             "mosquitto.conf",
             &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 max_queued_messages 200000\nmax_inflight_messages 100\nlog_dest stderr\nlog_type error\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 200000\nmax_inflight_messages 100\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+                dir.path().display(),
                 dir.path().display()
             ),
         );
@@ -205,6 +208,14 @@ impl Drop for Topicrule {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            self.log.extend(self.lines.try_iter());
+            let tail = self.log.len().saturating_sub(60);
+            eprintln!(
+                "topicrule's log (last lines):\n{}",
+                self.log[tail..].join("\n")
+            );
+        }
     }
 }
 
