@@ -1,5 +1,6 @@
 //! The engine's own settings: `topicrule.toml`, overridden by `TOPICRULE_*` variables.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -12,39 +13,128 @@ pub struct Settings {
     pub rules: Rules,
     pub file: FileSettings,
     pub router: RouterSettings,
+    pub s3: S3Settings,
 }
 
 /// The broker topicrule sits beside.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
-    /// `mqtt://host:port`. `TOPICRULE_BROKER_URL` overrides it.
+    /// `mqtt://host:port`; `mqtts://host:port` (TLS, port 8883 by default);
+    /// `ws://host:port/path` or `wss://host:port/path` (MQTT over WebSockets).
+    /// Empty (the default) or `embedded`: topicrule hosts the embedded broker of
+    /// `[broker.embedded]` and connects to it. `TOPICRULE_BROKER_URL` overrides it.
     pub url: String,
     /// The client id of the subscribing session; the publishing one adds `-pub`. It must be
     /// stable across restarts: the persistent session, and the messages the broker keeps
     /// for it while topicrule is down, are attached to it.
     pub client_id: String,
+    /// MQTT user name, sent with `password` (or the first line of `password_file`).
     pub username: Option<String>,
     pub password: Option<String>,
     /// A file holding the password (its first line), so that it stays out of the settings.
     pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) the broker's certificate must chain to (`mqtts://`, `wss://`);
+    /// unset, the system's CA certificates are used.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS, as AWS IoT and brokers with
+    /// `require_certificate` ask; goes with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// The MQTT version spoken: "5" (the default) or "3.1.1", for brokers without MQTT 5.
+    pub protocol: Protocol,
+    /// Subscribe through `$share/<group>/...`: instances (each with its own `client_id`) in
+    /// one group split the messages between them, each message going to one of them.
+    pub shared_group: Option<String>,
     /// Seconds between keep-alive pings.
     pub keep_alive: u64,
     /// How long the broker keeps topicrule's session (and its queued messages) while
     /// topicrule is disconnected, in seconds.
     pub session_expiry: u32,
+    /// The broker topicrule hosts itself when `url` is unset.
+    pub embedded: EmbeddedSettings,
 }
 
 impl Default for Broker {
     fn default() -> Broker {
         Broker {
-            url: "mqtt://127.0.0.1:1883".into(),
+            url: String::new(),
             client_id: "topicrule".into(),
             username: None,
             password: None,
             password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            protocol: Protocol::V5,
+            shared_group: None,
             keep_alive: 30,
             session_expiry: 7 * 24 * 3600,
+            embedded: EmbeddedSettings::default(),
+        }
+    }
+}
+
+impl Broker {
+    /// The URL of the external broker to connect to; None when topicrule hosts its own.
+    pub fn external_url(&self) -> Option<&str> {
+        let url = self.url.trim();
+        (!url.is_empty() && url != EMBEDDED).then_some(url)
+    }
+}
+
+/// The value of `[broker] url` (or `--broker`) that asks for the embedded broker.
+pub const EMBEDDED: &str = "embedded";
+
+/// `[broker.embedded]`: the broker topicrule hosts when no `[broker] url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedSettings {
+    /// Loopback by default: a broker open to the network is a choice made in the settings.
+    pub listen: SocketAddr,
+    /// Where the broker persists sessions and their queued messages, so that a subscriber
+    /// (topicrule's own session included) gets what arrived while it was away.
+    pub data_dir: PathBuf,
+    /// The largest MQTT packet accepted and announced to clients, in bytes.
+    pub max_packet_size: u32,
+    /// Messages queued for one session (offline, or behind under a flood) before the oldest
+    /// are dropped; high, so that a flood is absorbed rather than lost.
+    pub max_queued_messages: usize,
+}
+
+impl Default for EmbeddedSettings {
+    fn default() -> EmbeddedSettings {
+        EmbeddedSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            data_dir: PathBuf::from("data/broker"),
+            max_packet_size: 268_435_455,
+            max_queued_messages: 1_000_000,
+        }
+    }
+}
+
+/// The MQTT version of both connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// MQTT 5: receive maximum, session expiry and republish headers.
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1: a persistent session (clean session off); MQTT 5 headers are dropped.
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s {
+            "5" | "5.0" => Ok(Protocol::V5),
+            "3.1.1" => Ok(Protocol::V311),
+            _ => Err(format!(
+                "`{s}` is not an MQTT version topicrule speaks: \"5\" or \"3.1.1\""
+            )),
         }
     }
 }
@@ -100,6 +190,98 @@ impl Default for RouterSettings {
             action_attempts: 3,
             shutdown_grace: 10,
         }
+    }
+}
+
+/// The `s3` action's store: AWS S3, or an S3-compatible one (MinIO, Ceph, Garage).
+/// An action's `endpoint` and `region` override these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// The store's URL, such as `http://127.0.0.1:9000`; unset: AWS S3 in `region`.
+    pub endpoint: Option<String>,
+    /// The region requests are signed for; unset: the AWS chain's (`AWS_REGION`, the
+    /// profile), else `us-east-1`.
+    pub region: Option<String>,
+    /// `endpoint/bucket/key` addressing instead of `bucket.endpoint/key`; unset: path style
+    /// exactly when an endpoint is set, since self-hosted stores rarely have a DNS name per
+    /// bucket.
+    pub force_path_style: Option<bool>,
+    /// An AWS credentials file (`[default]`, `aws_access_key_id`, `aws_secret_access_key`)
+    /// that replaces the standard AWS chain (environment, profile, web identity), so that
+    /// the keys of a local store stay out of the environment.
+    pub credentials_file: Option<PathBuf>,
+    /// The profile of the credentials file or of the AWS chain; unset: `AWS_PROFILE`, else
+    /// `default`.
+    pub profile: Option<String>,
+    /// Seconds one attempt may take (connecting included) before it is abandoned and
+    /// retried: a hung store never hangs a message.
+    pub attempt_timeout: u64,
+    /// Seconds a whole put may take, its attempts and pauses included.
+    pub operation_timeout: u64,
+    /// Attempts of one put (with exponential backoff, at most 5 s apart) within an
+    /// attempt of the action; `[router] action_attempts` repeats the whole.
+    pub attempts: u32,
+    /// Where batch-mode actions build their batches (a folder per action); a message is
+    /// acknowledged once it is there, synced, and batches left by a crash are uploaded
+    /// at start.
+    pub spool_dir: PathBuf,
+}
+
+impl Default for S3Settings {
+    fn default() -> S3Settings {
+        S3Settings {
+            endpoint: None,
+            region: None,
+            force_path_style: None,
+            credentials_file: None,
+            profile: None,
+            attempt_timeout: 10,
+            operation_timeout: 60,
+            attempts: 5,
+            spool_dir: PathBuf::from("spool"),
+        }
+    }
+}
+
+impl S3Settings {
+    /// Applies the `TOPICRULE_S3_*` variables.
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+        fn parse<T: std::str::FromStr>(name: &str, text: String) -> Result<T, SettingsError> {
+            text.parse().map_err(|_| SettingsError::Env {
+                name: name.into(),
+                message: format!("`{text}` is not a valid value"),
+            })
+        }
+        let var = |name: &str| get(name).map(|v| (name.to_owned(), v));
+        if let Some((_, v)) = var("TOPICRULE_S3_ENDPOINT") {
+            self.endpoint = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some((_, v)) = var("TOPICRULE_S3_REGION") {
+            self.region = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some((n, v)) = var("TOPICRULE_S3_FORCE_PATH_STYLE") {
+            self.force_path_style = Some(parse(&n, v)?);
+        }
+        if let Some((_, v)) = var("TOPICRULE_S3_CREDENTIALS_FILE") {
+            self.credentials_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some((_, v)) = var("TOPICRULE_S3_PROFILE") {
+            self.profile = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some((n, v)) = var("TOPICRULE_S3_ATTEMPT_TIMEOUT") {
+            self.attempt_timeout = parse(&n, v)?;
+        }
+        if let Some((n, v)) = var("TOPICRULE_S3_OPERATION_TIMEOUT") {
+            self.operation_timeout = parse(&n, v)?;
+        }
+        if let Some((n, v)) = var("TOPICRULE_S3_ATTEMPTS") {
+            self.attempts = parse(&n, v)?;
+        }
+        if let Some((_, v)) = var("TOPICRULE_S3_SPOOL_DIR") {
+            self.spool_dir = PathBuf::from(v);
+        }
+        Ok(())
     }
 }
 
@@ -166,11 +348,50 @@ impl Settings {
         if let Some(k) = get("TOPICRULE_BROKER_KEEP_ALIVE") {
             self.broker.keep_alive = number("TOPICRULE_BROKER_KEEP_ALIVE", k)?;
         }
+        self.apply_broker_env(&get)?;
+        if let Some(listen) = get("TOPICRULE_BROKER_EMBEDDED_LISTEN") {
+            self.broker.embedded.listen = listen.parse().map_err(|_| SettingsError::Env {
+                name: "TOPICRULE_BROKER_EMBEDDED_LISTEN".into(),
+                message: format!("`{listen}` is not an address such as 127.0.0.1:1883"),
+            })?;
+        }
+        if let Some(dir) = get("TOPICRULE_BROKER_EMBEDDED_DATA_DIR") {
+            self.broker.embedded.data_dir = PathBuf::from(dir);
+        }
         if let Some(paths) = get("TOPICRULE_RULES_PATHS") {
             self.rules.paths = std::env::split_paths(&paths).collect();
         }
         if let Some(dir) = get("TOPICRULE_FILE_BASE_DIR") {
             self.file.base_dir = PathBuf::from(dir);
+        }
+        self.s3.apply_env(&get)?;
+        Ok(())
+    }
+
+    /// The overrides of the connection settings: files, protocol, shared group.
+    fn apply_broker_env(
+        &mut self,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), SettingsError> {
+        let b = &mut self.broker;
+        for (name, slot) in [
+            ("TOPICRULE_BROKER_PASSWORD_FILE", &mut b.password_file),
+            ("TOPICRULE_BROKER_CA_FILE", &mut b.ca_file),
+            ("TOPICRULE_BROKER_CERT_FILE", &mut b.cert_file),
+            ("TOPICRULE_BROKER_KEY_FILE", &mut b.key_file),
+        ] {
+            if let Some(path) = get(name) {
+                *slot = Some(PathBuf::from(path));
+            }
+        }
+        if let Some(p) = get("TOPICRULE_BROKER_PROTOCOL") {
+            b.protocol = p.parse().map_err(|message| SettingsError::Env {
+                name: "TOPICRULE_BROKER_PROTOCOL".into(),
+                message,
+            })?;
+        }
+        if let Some(group) = get("TOPICRULE_BROKER_SHARED_GROUP") {
+            b.shared_group = (!group.is_empty()).then_some(group);
         }
         Ok(())
     }

@@ -5,12 +5,15 @@
 //! - `topic`: MQTT topic filters, the filter trie and the covering set;
 //! - `rules`: rule files (TOML and AWS rule JSON) to validated rules;
 //! - `engine`: the rule set indexed by topic: a message to the effects of its rules;
-//! - `actions`: republish and file, each in two steps: prepare (pure) and execute;
-//! - `router`: the MQTT sessions: subscribe, dispatch, acknowledge, reconnect, shut down;
+//! - `actions`: republish, s3 and file, each in two steps: prepare (pure) and execute;
+//! - `router`: the MQTT sessions (MQTT 5 or 3.1.1; TCP, TLS, WebSockets): subscribe,
+//!   dispatch, acknowledge, reconnect, shut down;
+//! - `broker`: the embedded broker, hosted when no broker URL is configured;
 //! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
 //! - `diagnostic`: errors rendered with `file:line:col`, the source line and a caret.
 
 pub mod actions;
+pub mod broker;
 pub mod config;
 pub mod diagnostic;
 pub mod engine;

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
+use topicrule::broker::EmbeddedBroker;
 use topicrule::config::Settings;
 use topicrule::diagnostic::Diagnostic;
 use topicrule::engine::Engine;
@@ -61,6 +62,10 @@ struct RunArgs {
     /// Rule files or directories, instead of the settings' `[rules] paths`.
     #[arg(long, num_args = 1..)]
     rules: Vec<PathBuf>,
+    /// The broker to connect to (mqtt://host:port), instead of `[broker] url`; `embedded`
+    /// hosts the embedded broker of `[broker.embedded]` even when a URL is set.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
 }
 
 #[derive(Args)]
@@ -229,6 +234,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.rules.is_empty() {
         settings.rules.paths = args.rules;
     }
+    if let Some(url) = args.broker {
+        settings.broker.url = url;
+    }
     let Some(set) = load_rules(&settings.rules.paths) else {
         return Ok(ExitCode::from(2));
     };
@@ -243,7 +251,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::info!("stopping: finishing the messages in flight");
             signals.cancel();
         });
-        let stats = router::run(settings, engine, shutdown).await?;
+        let broker = start_embedded_broker(&mut settings).await?;
+        let stats = router::run(settings, engine, shutdown).await;
+        // After the router: its last acknowledgements go through the embedded broker.
+        if let Some(broker) = broker {
+            broker.shutdown().await;
+        }
+        let stats = stats?;
         tracing::info!(
             "stopped: {} received, {} acknowledged, {} left for redelivery, {} action failures",
             stats.received.load(Ordering::Relaxed),
@@ -253,6 +267,23 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Starts the embedded broker when no broker URL is set, and points the router at it.
+async fn start_embedded_broker(settings: &mut Settings) -> anyhow::Result<Option<EmbeddedBroker>> {
+    if settings.broker.external_url().is_some() {
+        return Ok(None);
+    }
+    let broker = EmbeddedBroker::start(&settings.broker.embedded).await?;
+    let addr = broker.local_addr();
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    settings.broker.url = format!("mqtt://{host}:{}", addr.port());
+    Ok(Some(broker))
 }
 
 async fn wait_for_signal() {

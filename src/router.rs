@@ -9,6 +9,14 @@
 //! anything else (rumqtt issues #263 and #1025): one subscribes on a persistent session with
 //! manual acks; the other publishes the republish actions and reports each PUBACK back to
 //! the action that waits for it.
+//!
+//! `session` gives both protocols (`v5`, and `v4` for MQTT 3.1.1) one shape, and `transport`
+//! turns the broker URL (mqtt, mqtts, ws, wss) and the TLS files into a connection.
+
+mod session;
+mod transport;
+mod v4;
+mod v5;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -16,19 +24,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc::Outgoing;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actions::republish::PublishRequest;
-use crate::actions::{file, ActionError, Effect};
-use crate::config::Settings;
+use crate::actions::s3_store::Stores;
+use crate::actions::{file, s3, ActionError, Effect};
+use crate::config::{Protocol, Settings};
 use crate::engine::Engine;
+use session::{Client, Event, EventLoop, Message, Role};
 
 /// The capacity of the subscribing connection's request queue (acks); see `run`.
 const ACK_QUEUE: usize = 65_536;
@@ -50,14 +55,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Stats>> {
     let stats = Arc::new(Stats::default());
-    let (sub_options, pub_options) = options(&settings)?;
-    let filters = engine.subscriptions();
+    // Before connecting: bad S3 settings stop topicrule before it takes any message.
+    let s3 = Stores::for_rules(&settings.s3, engine.rules()).await?;
+    let filters = subscriptions(&engine, settings.broker.shared_group.as_deref())?;
+    if settings.broker.protocol == Protocol::V311 {
+        v4::warn_about_mqtt5_headers(engine.rules());
+    }
     // The request queue of the subscribing connection carries the acks. rumqttc drains it
     // one request per poll while it reads up to ten packets, so under a flood acks pile up
     // here until the broker's flow control pauses it: the queue is sized so that a worker
     // never waits for room (an ack is a few bytes).
-    let (sub_client, sub_loop) = AsyncClient::new(sub_options, ACK_QUEUE);
-    let (pub_client, pub_loop) = AsyncClient::new(pub_options, 1024);
+    let (sub_client, sub_loop) = session::connect(&settings, Role::Subscriber, ACK_QUEUE)?;
+    let (pub_client, pub_loop) = session::connect(&settings, Role::Publisher, 1024)?;
     let pending = Arc::new(PendingAcks::default());
     let publisher = Publisher {
         client: pub_client.clone(),
@@ -65,7 +74,7 @@ pub async fn run(
         order: tokio::sync::Mutex::new(()),
     };
     let (dispatch_tx, mut dispatch_rx) =
-        tokio::sync::mpsc::channel::<Publish>(usize::from(settings.router.max_in_flight));
+        tokio::sync::mpsc::channel::<Message>(usize::from(settings.router.max_in_flight));
 
     let pollers = TaskTracker::new();
     let max_backlog = 4 * usize::from(settings.router.max_in_flight);
@@ -90,6 +99,7 @@ pub async fn run(
         engine,
         publisher,
         base_dir: settings.file.base_dir.clone(),
+        s3,
         attempts: settings.router.action_attempts.max(1),
         ack: sub_client.clone(),
         stats: stats.clone(),
@@ -113,59 +123,40 @@ pub async fn run(
             "in-flight messages did not finish within {grace:?}; the broker will redeliver them"
         );
     }
-    let _ = sub_client.disconnect().await;
-    let _ = pub_client.disconnect().await;
+    sub_client.disconnect().await;
+    pub_client.disconnect().await;
     publisher_stop.cancel();
     pollers.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), pollers.wait()).await;
     Ok(stats)
 }
 
-fn options(settings: &Settings) -> anyhow::Result<(MqttOptions, MqttOptions)> {
-    let url = url_parts(&settings.broker.url)?;
-    let password = settings.password()?;
-    let make = |client_id: String| {
-        let mut o = MqttOptions::new(client_id, url.0.clone(), url.1);
-        o.set_keep_alive(Duration::from_secs(settings.broker.keep_alive.max(5)));
-        o.set_max_packet_size(Some(256 * 1024 * 1024));
-        if let Some(user) = &settings.broker.username {
-            o.set_credentials(user.clone(), password.clone().unwrap_or_default());
-        }
-        o
+/// The filters to subscribe to. With a shared group, they go through `$share/<group>/`, so
+/// that each message reaches one instance of the group; except the filters starting with
+/// `$` (Basic Ingest's `$aws/rules/...`, FROM on `$aws/...`): mosquitto 2.0 delivers no
+/// `$` topic to a shared subscription, so sharing them would silently drop those messages;
+/// unshared, every instance processes them (at least once, never lost).
+fn subscriptions(engine: &Engine, group: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let filters = engine.subscriptions();
+    let Some(group) = group else {
+        return Ok(filters);
     };
-    let mut sub = make(settings.broker.client_id.clone());
-    sub.set_clean_start(false);
-    sub.set_session_expiry_interval(Some(settings.broker.session_expiry));
-    sub.set_manual_acks(true);
-    sub.set_receive_maximum(Some(settings.router.max_in_flight));
-    let mut publ = make(format!("{}-pub", settings.broker.client_id));
-    publ.set_clean_start(true);
-    Ok((sub, publ))
-}
-
-/// The host and port of an `mqtt://host:port` URL.
-fn url_parts(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .with_context(|| {
-            format!("unsupported broker URL `{url}`: this build connects with mqtt://host:port")
-        })?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .with_context(|| format!("invalid port in `{url}`"))?,
-        ),
-        None => (rest, 1883),
-    };
-    Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-    ))
+    if group.is_empty() || group.contains(['/', '+', '#']) {
+        anyhow::bail!("invalid shared_group `{group}`: a name without `/`, `+` or `#`");
+    }
+    tracing::info!(
+        "shared group `{group}`: filters on `$` topics ($aws/rules/... too) are not shared; every instance gets their messages"
+    );
+    Ok(filters
+        .into_iter()
+        .map(|f| {
+            if f.starts_with('$') {
+                f
+            } else {
+                format!("$share/{group}/{f}")
+            }
+        })
+        .collect())
 }
 
 /// Polls the subscribing connection: (re)subscribes on every connection, forwards each
@@ -179,15 +170,15 @@ fn url_parts(url: &str) -> anyhow::Result<(String, u16)> {
 /// control (the receive maximum topicrule announces) normally keeps the backlog far below.
 async fn poll_subscriber(
     mut event_loop: EventLoop,
-    client: AsyncClient,
+    client: Client,
     filters: Vec<String>,
-    dispatch: tokio::sync::mpsc::Sender<Publish>,
+    dispatch: tokio::sync::mpsc::Sender<Message>,
     max_backlog: usize,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut backlog: VecDeque<Publish> = VecDeque::new();
+    let mut backlog: VecDeque<Message> = VecDeque::new();
     loop {
         let event = tokio::select! {
             biased;
@@ -200,23 +191,23 @@ async fn poll_subscriber(
             event = event_loop.poll(), if backlog.len() < max_backlog => event,
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            Ok(Event::Connected { session_present }) => {
                 backoff = Duration::from_millis(100);
-                tracing::info!(
-                    "connected to the broker (session present: {})",
-                    ack.session_present
-                );
-                let subscriptions = filters
-                    .iter()
-                    .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(subscriptions) {
+                tracing::info!("connected to the broker (session present: {session_present})");
+                if let Err(e) = client.try_subscribe(&filters) {
                     tracing::error!("cannot subscribe to {filters:?}: {e}");
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                tracing::info!("subscribed to {} filter(s)", ack.return_codes.len());
+            Ok(Event::Subscribed { granted, refused }) => {
+                if refused > 0 {
+                    stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "the broker refused {refused} of the subscriptions {filters:?}"
+                    );
+                }
+                tracing::info!("subscribed to {granted} filter(s)");
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
+            Ok(Event::Message(publish)) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 match dispatch.try_send(publish) {
                     Ok(()) => {}
@@ -294,17 +285,9 @@ async fn poll_publisher(
             event = event_loop.poll() => event,
         };
         match event {
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => pending.sent(pkid),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                let code = ack.reason as u8;
-                let result = if code < 0x80 {
-                    Ok(())
-                } else {
-                    Err(format!("the broker refused the publish ({:?})", ack.reason))
-                };
-                pending.acknowledged(ack.pkid, result);
-            }
-            Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+            Ok(Event::Sent(pkid)) => pending.sent(pkid),
+            Ok(Event::Acked { pkid, result }) => pending.acknowledged(pkid, result),
+            Ok(Event::Connected { .. }) => backoff = Duration::from_millis(100),
             Ok(_) => {}
             Err(e) => {
                 stats.connection_errors.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +301,7 @@ async fn poll_publisher(
 
 /// Publishes republish actions and waits for the broker's acknowledgement.
 struct Publisher {
-    client: AsyncClient,
+    client: Client,
     pending: Arc<PendingAcks>,
     /// Keeps the waiter queue in the order of the requests given to the event loop.
     order: tokio::sync::Mutex<()>,
@@ -328,11 +311,6 @@ impl Publisher {
     async fn publish(&self, req: &PublishRequest) -> Result<(), ActionError> {
         let fail = |message: String| ActionError::new(&req.topic, message);
         let (tx, rx) = oneshot::channel();
-        let qos = if req.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        };
         {
             let _order = self.order.lock().await;
             self.pending
@@ -340,16 +318,7 @@ impl Publisher {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(tx);
-            let sent = self
-                .client
-                .publish_with_properties(
-                    req.topic.clone(),
-                    qos,
-                    req.retain,
-                    req.payload.clone(),
-                    properties(req),
-                )
-                .await;
+            let sent = self.client.publish(req).await;
             if let Err(e) = sent {
                 self.pending
                     .queued
@@ -366,35 +335,25 @@ impl Publisher {
     }
 }
 
-fn properties(req: &PublishRequest) -> PublishProperties {
-    PublishProperties {
-        payload_format_indicator: req.payload_format_utf8.map(u8::from),
-        message_expiry_interval: req.message_expiry,
-        response_topic: req.response_topic.clone(),
-        correlation_data: req.correlation_data.clone().map(Into::into),
-        user_properties: req.user_properties.clone(),
-        content_type: req.content_type.clone(),
-        ..Default::default()
-    }
-}
-
 /// Processes messages: evaluates the rules, runs the actions, acknowledges.
 struct Worker {
     engine: Engine,
     publisher: Publisher,
     base_dir: PathBuf,
+    /// The S3 clients, built once at start.
+    s3: Stores,
     attempts: u32,
-    ack: AsyncClient,
+    ack: Client,
     stats: Arc<Stats>,
 }
 
 impl Worker {
-    async fn process(&self, publish: Publish) {
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let properties = crate::engine::incoming_properties(publish.properties.as_ref());
+    async fn process(&self, publish: Message) {
+        let topic = publish.topic().into_owned();
+        let properties = publish.properties();
         let plans = self.engine.plan(
             &topic,
-            &publish.payload,
+            publish.payload(),
             None,
             chrono::Utc::now().timestamp_millis(),
             properties.as_ref(),
@@ -421,31 +380,32 @@ impl Worker {
                     error.message
                 );
             }
-            let handled = match self
-                .engine
-                .error_effect(&plan, &topic, &publish.payload, &failures)
-            {
-                Some(Ok(effect)) => match self.execute(&effect).await {
-                    Ok(()) => true,
-                    Err(e) => {
+            let handled =
+                match self
+                    .engine
+                    .error_effect(&plan, &topic, publish.payload(), &failures)
+                {
+                    Some(Ok(effect)) => match self.execute(&effect).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(
+                                "rule `{}`: the error action failed too: {}",
+                                plan.rule_name,
+                                e.message
+                            );
+                            false
+                        }
+                    },
+                    Some(Err(e)) => {
                         tracing::error!(
-                            "rule `{}`: the error action failed too: {}",
+                            "rule `{}`: the error action failed: {}",
                             plan.rule_name,
                             e.message
                         );
                         false
                     }
-                },
-                Some(Err(e)) => {
-                    tracing::error!(
-                        "rule `{}`: the error action failed: {}",
-                        plan.rule_name,
-                        e.message
-                    );
-                    false
-                }
-                None => false,
-            };
+                    None => false,
+                };
             // A failure that retrying cannot mend (a bad template) must not pin the message.
             done &= handled || plan.failures.len() == failures.len();
         }
@@ -453,7 +413,7 @@ impl Worker {
             self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
             // The ack queue holds an ack for every message topicrule can hold (see `run`), so
             // this never waits; if it ever were full, a task of its own waits, not the worker.
-            if self.ack.try_ack(&publish).is_err() {
+            if !self.ack.try_ack(&publish) {
                 let client = self.ack.clone();
                 tokio::spawn(async move { client.ack(&publish).await });
             }
@@ -473,6 +433,7 @@ impl Worker {
             let result = match effect {
                 Effect::Publish(req) => self.publisher.publish(req).await,
                 Effect::Append(req) => file::execute(&self.base_dir, req).await,
+                Effect::Put(req) => s3::execute(&self.s3, req).await,
             };
             match result {
                 Err(e) if attempt < self.attempts => {

@@ -66,6 +66,15 @@ pub fn prepare(
             format!("the file path `{text}` leaves the base directory"),
         ));
     };
+    Ok(AppendRequest {
+        path,
+        line: line_of(output),
+    })
+}
+
+/// The output as one NDJSON line, newline included: as it is when it is one line of text,
+/// else a JSON string of its base64 (a binary payload).
+pub fn line_of(output: &[u8]) -> Vec<u8> {
     let mut line = if std::str::from_utf8(output).is_ok() && !output.contains(&b'\n') {
         output.to_vec()
     } else {
@@ -73,7 +82,7 @@ pub fn prepare(
         serde_json::to_vec(&encoded).unwrap_or_default()
     };
     line.push(b'\n');
-    Ok(AppendRequest { path, line })
+    line
 }
 
 /// Appends the line under `base`, creating directories as needed.

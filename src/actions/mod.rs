@@ -3,16 +3,19 @@
 //! Every action has the same shape, in two steps:
 //! 1. `prepare` (pure, synchronous): expand the templates against the input message and
 //!    turn the action into an [`Effect`], a concrete request (this topic, this payload;
-//!    this file, this line). `topicrule test` stops here and prints the effects.
+//!    this file, this line; this bucket, this key). `topicrule test` stops here and prints the effects.
 //! 2. `execute` (async): carry the effect out against a sink. It returns only when the
 //!    effect is done (published and acknowledged, written), so that the router can
 //!    acknowledge the input message after it.
 //!
 //! Invariant: a template that expands to something unsafe (a topic with wildcards, a path
-//! out of the base directory) fails the action in `prepare`; nothing is ever sent there.
+//! out of the base directory, an object key with a `..` segment) fails the action in `prepare`; nothing is ever sent there.
 
 pub mod file;
 pub mod republish;
+pub mod s3;
+pub mod s3_batch;
+pub mod s3_store;
 
 use crate::rules::ActionSpec;
 use crate::sql::{Message, Value};
@@ -22,6 +25,7 @@ use crate::sql::{Message, Value};
 pub enum Effect {
     Publish(republish::PublishRequest),
     Append(file::AppendRequest),
+    Put(s3::PutRequest),
 }
 
 /// Why an action failed; the message goes into the error document's `errorMessage`.
@@ -55,6 +59,7 @@ impl ActionSpec {
                 republish::prepare(r, msg, vars, output).map(Effect::Publish)
             }
             ActionSpec::File(f) => file::prepare(f, msg, vars, output).map(Effect::Append),
+            ActionSpec::S3(p) => s3::prepare(p, msg, vars, output).map(Effect::Put),
         }
     }
 }
@@ -65,6 +70,7 @@ impl Effect {
         match self {
             Effect::Publish(p) => p.describe(),
             Effect::Append(a) => a.describe(),
+            Effect::Put(p) => p.describe(),
         }
     }
 }

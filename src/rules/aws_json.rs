@@ -198,6 +198,15 @@ fn action(finder: &Finder, action: &Value, from: &mut usize) -> ActionDraft {
         "file" => ActionKind::File {
             path: string("path").unwrap_or_else(|| Located::at(String::new(), span)),
         },
+        "s3" => ActionKind::S3 {
+            bucket: string("bucketName").unwrap_or_else(|| Located::at(String::new(), span)),
+            key: string("key").unwrap_or_else(|| Located::at(String::new(), span)),
+            canned_acl: string("cannedAcl"),
+            endpoint: None,
+            region: None,
+            batch: None,
+            compression: None,
+        },
         other if AWS_ONLY_ACTIONS.contains(&other) => ActionKind::Unsupported(other.to_owned()),
         other => ActionKind::Malformed(format!("unknown action kind `{other}`")),
     };

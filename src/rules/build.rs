@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::draft::BatchDraft;
 use super::draft::{ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located};
-use super::{ActionSpec, FileAppend, Headers, Republish, Rule};
+use super::{ActionSpec, Batch, Compression, FileAppend, Headers, Republish, Rule, S3Put, StoreId};
+use crate::sql::ast::Span;
 use crate::sql::{self, SqlError, SqlVersion};
 use crate::template::Template;
 
@@ -48,10 +50,11 @@ pub fn build(
             actions.push(spec);
         }
     }
-    let error_action = draft
+    let mut error_action = draft
         .error_action
         .as_ref()
         .and_then(|a| build_action(a, version, &vars, None, &mut errors));
+    name_spools(&draft.name.value, &mut actions, error_action.as_mut());
     match query {
         Some(query) if errors.is_empty() => Ok(draft.enabled.then(|| Rule {
             name: draft.name.value,
@@ -162,15 +165,35 @@ fn build_action(
                 path: path_template,
             }))
         }
-        ActionKind::Unsupported(kind) if kind == "s3" => {
-            errors.push(
-                DraftError::new(
-                    action.span,
-                    "the `s3` action is not available in this build of topicrule",
-                )
-                .with_hint("archive to local files with a `file` action for now"),
-            );
-            None
+        ActionKind::S3 {
+            bucket,
+            key,
+            canned_acl,
+            endpoint,
+            region,
+            batch,
+            compression,
+        } => {
+            let key_template = template(key, version, vars, errors)?;
+            let batch = build_batch(batch.as_ref(), compression.as_ref(), errors);
+            let checked = S3Draft {
+                bucket,
+                key,
+                canned_acl: canned_acl.as_ref(),
+                span: action.span,
+            };
+            checked.check(&key_template, errors);
+            Some(ActionSpec::S3(Box::new(S3Put {
+                bucket: bucket.value.clone(),
+                key: key_template,
+                canned_acl: canned_acl.as_ref().map(|a| a.value.clone()),
+                store: StoreId {
+                    endpoint: endpoint.as_ref().map(|e| e.value.clone()),
+                    region: region.as_ref().map(|r| r.value.clone()),
+                },
+                batch,
+                spool: String::new(),
+            })))
         }
         ActionKind::Unsupported(kind) => {
             errors.push(
@@ -180,13 +203,126 @@ fn build_action(
                         "the AWS action `{kind}` needs an AWS service; topicrule cannot run it"
                     ),
                 )
-                .with_hint("topicrule runs `republish` and `file` actions"),
+                .with_hint("topicrule runs `republish`, `s3` and `file` actions"),
             );
             None
         }
         ActionKind::Malformed(message) => {
             errors.push(DraftError::new(action.span, message.clone()));
             None
+        }
+    }
+}
+
+/// Gives each `s3` action its spool folder, named after the rule and the action's place.
+fn name_spools(rule: &str, actions: &mut [ActionSpec], error_action: Option<&mut ActionSpec>) {
+    let indexed = actions
+        .iter_mut()
+        .enumerate()
+        .map(|(i, a)| (i.to_string(), a));
+    let error = error_action.map(|a| ("error".to_owned(), a));
+    for (place, action) in indexed.chain(error) {
+        if let ActionSpec::S3(put) = action {
+            put.spool = format!("{rule}-{place}");
+        }
+    }
+}
+
+/// Batch limits (each at least 1; defaults for those left out) and the compression.
+fn build_batch(
+    batch: Option<&BatchDraft>,
+    compression: Option<&Located>,
+    errors: &mut Vec<DraftError>,
+) -> Option<Batch> {
+    let codec = match compression.map(|c| (c.value.as_str(), c.span)) {
+        None | Some(("none", _)) => Compression::None,
+        Some(("gzip", _)) => Compression::Gzip,
+        Some(("zstd", _)) => Compression::Zstd,
+        Some((other, span)) => {
+            errors.push(
+                DraftError::new(span, format!("unknown compression `{other}`"))
+                    .with_hint("use none, gzip or zstd"),
+            );
+            Compression::None
+        }
+    };
+    let Some(batch) = batch else {
+        if let Some(c) = compression {
+            errors.push(
+                DraftError::new(c.span, "compression needs batch mode")
+                    .with_hint("add `batch = { max_records = 1000 }`, or remove `compression`"),
+            );
+        }
+        return None;
+    };
+    let mut limit = |value: Option<(i64, Span)>, default: u64, what: &str| match value {
+        None => default,
+        Some((v, _)) if v >= 1 => v as u64,
+        Some((v, span)) => {
+            errors.push(DraftError::new(
+                span,
+                format!("invalid {what} {v}: at least 1"),
+            ));
+            default
+        }
+    };
+    Some(Batch {
+        max_records: limit(batch.max_records, 1000, "max_records"),
+        max_bytes: limit(batch.max_bytes, 5 * 1024 * 1024, "max_bytes"),
+        max_age: std::time::Duration::from_secs(limit(batch.max_age, 60, "max_age")),
+        compression: codec,
+    })
+}
+
+/// AWS's canned ACLs, as S3 names them.
+const CANNED_ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "aws-exec-read",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+];
+
+/// The parts of an `s3` action checked at load time.
+struct S3Draft<'d> {
+    bucket: &'d Located,
+    key: &'d Located,
+    canned_acl: Option<&'d Located>,
+    span: Span,
+}
+
+impl S3Draft<'_> {
+    /// A bucket is a plain name; a static key must be a safe key; a canned ACL is one S3 knows.
+    fn check(&self, key: &Template, errors: &mut Vec<DraftError>) {
+        let bucket = &self.bucket.value;
+        if bucket.is_empty() {
+            errors.push(DraftError::new(self.span, "the `s3` action needs a bucket"));
+        } else if bucket.contains(['/', '$']) || bucket.chars().any(char::is_whitespace) {
+            errors.push(
+                DraftError::new(self.bucket.span, format!("invalid bucket name `{bucket}`"))
+                    .with_hint("a bucket is a plain name: no `/`, `$` or blanks"),
+            );
+        }
+        if let Some(text) = key.as_static() {
+            if let Err(message) = crate::actions::s3::check_key(text) {
+                let span = if text.is_empty() {
+                    self.span
+                } else {
+                    self.key.span
+                };
+                errors.push(DraftError::new(span, message));
+            }
+        }
+        if let Some(acl) = self.canned_acl {
+            if !CANNED_ACLS.contains(&acl.value.as_str()) {
+                errors.push(
+                    DraftError::new(acl.span, format!("unknown canned ACL `{}`", acl.value))
+                        .with_hint(format!("use one of {}", CANNED_ACLS.join(", "))),
+                );
+            }
         }
     }
 }

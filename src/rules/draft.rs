@@ -150,10 +150,28 @@ pub enum ActionKind {
     File {
         path: Located,
     },
+    S3 {
+        bucket: Located,
+        key: Located,
+        canned_acl: Option<Located>,
+        endpoint: Option<Located>,
+        region: Option<Located>,
+        /// `max_records`, `max_bytes`, `max_age` (seconds), each with its place.
+        batch: Option<BatchDraft>,
+        compression: Option<Located>,
+    },
     /// An AWS action that topicrule cannot run (lambda, dynamoDB, ...), by its AWS key.
     Unsupported(String),
     /// Zero or several kinds in one action table.
     Malformed(String),
+}
+
+/// A `batch = { ... }` table as written.
+#[derive(Debug, Clone)]
+pub struct BatchDraft {
+    pub max_records: Option<(i64, Span)>,
+    pub max_bytes: Option<(i64, Span)>,
+    pub max_age: Option<(i64, Span)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -223,5 +241,4 @@ pub const AWS_ONLY_ACTIONS: &[&str] = &[
     "location",
     "salesforce",
     "influxDB",
-    "s3",
 ];

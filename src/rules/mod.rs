@@ -46,6 +46,8 @@ pub enum ActionSpec {
     Republish(Box<Republish>),
     /// Append the output message as one line to a file under the base directory.
     File(FileAppend),
+    /// Write the output message as one object to an S3-compatible store.
+    S3(Box<S3Put>),
 }
 
 impl ActionSpec {
@@ -54,6 +56,7 @@ impl ActionSpec {
         match self {
             ActionSpec::Republish(_) => "RepublishAction",
             ActionSpec::File(_) => "FileAction",
+            ActionSpec::S3(_) => "S3Action",
         }
     }
 }
@@ -87,6 +90,59 @@ pub struct Headers {
 pub struct FileAppend {
     /// A path relative to the base directory; substitutions may not leave it.
     pub path: Template,
+}
+
+/// The `s3` action.
+#[derive(Debug, Clone)]
+pub struct S3Put {
+    /// Not a template, as in AWS: the bucket is known when the rule loads.
+    pub bucket: String,
+    /// The object key; checked when expanded (no empty, `.` or `..` segment).
+    pub key: Template,
+    /// An S3 canned ACL (`private`, `bucket-owner-full-control`, ...), checked at load.
+    pub canned_acl: Option<String>,
+    /// The store, when it is not the one of the `[s3]` settings.
+    pub store: StoreId,
+    /// Batch mode (beyond AWS): many messages an object, NDJSON, spooled on disk.
+    pub batch: Option<Batch>,
+    /// The spool folder of this action's batches: `<rule>-<action index>`, or
+    /// `<rule>-error` for an error action; stable across restarts.
+    pub spool: String,
+}
+
+/// When a batch closes: whichever limit comes first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub max_records: u64,
+    pub max_bytes: u64,
+    pub max_age: std::time::Duration,
+    pub compression: Compression,
+}
+
+/// How a batch object is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The suffix of the object key.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+/// Which store an `s3` action writes to: the `[s3]` settings, with these overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct StoreId {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 /// All the rules of a rule set.
@@ -126,8 +182,12 @@ impl RuleError {
 #[error("{} error(s) in the rule files", .0.len())]
 pub struct RuleErrors(pub Vec<RuleError>);
 
+/// The settings file's name, skipped in rule folders so that a folder (an example) can hold
+/// its settings beside its rules.
+const SETTINGS_FILE: &str = "topicrule.toml";
+
 /// Loads every rule file under `paths` (files, or directories searched for `*.toml` and
-/// `*.json`, sorted by name). Disabled rules are left out. Fails with every error found.
+/// `*.json` but `topicrule.toml`, sorted by name). Disabled rules are left out. Fails with every error found.
 pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -209,6 +269,7 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<RuleErr
         } else if entry
             .extension()
             .is_some_and(|e| e == "toml" || e == "json")
+            && entry.file_name().is_some_and(|n| n != SETTINGS_FILE)
         {
             files.push(entry);
         }

@@ -6,7 +6,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::draft::{ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located};
+use super::draft::{ActionDraft, ActionKind, BatchDraft, Draft, DraftError, HeadersDraft, Located};
 use crate::sql::ast::Span;
 use crate::sql::SqlVersion;
 
@@ -50,7 +50,7 @@ fn yes() -> bool {
 struct RawAction {
     republish: Option<RawRepublish>,
     file: Option<RawFileAction>,
-    s3: Option<IgnoredAny>,
+    s3: Option<RawS3>,
     lambda: Option<IgnoredAny>,
     #[serde(rename = "dynamoDB")]
     dynamo_db: Option<IgnoredAny>,
@@ -129,6 +129,36 @@ struct RawFileAction {
     path: Spanned<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    /// The bucket (not a template, as in AWS).
+    bucket: Spanned<String>,
+    /// The object key, a template.
+    key: Spanned<String>,
+    /// An S3 canned ACL, such as `bucket-owner-full-control`.
+    canned_acl: Option<Spanned<String>>,
+    /// The store's URL, instead of `[s3] endpoint`.
+    endpoint: Option<Spanned<String>>,
+    /// The region, instead of `[s3] region`.
+    region: Option<Spanned<String>>,
+    /// Batch mode: many messages an object.
+    batch: Option<Spanned<RawBatch>>,
+    /// "none" (the default), "gzip" or "zstd"; batch mode only.
+    compression: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    /// Messages a batch.
+    max_records: Option<Spanned<i64>>,
+    /// Bytes a batch (uncompressed).
+    max_bytes: Option<Spanned<i64>>,
+    /// Seconds a batch stays open.
+    max_age: Option<Spanned<i64>>,
+}
+
 fn located(text: &str, s: &Spanned<String>) -> Located {
     let range = s.span();
     Located::new(
@@ -195,8 +225,27 @@ fn action(text: &str, action: &Spanned<RawAction>) -> ActionDraft {
             path: located(text, &f.path),
         });
     }
+    if let Some(s3) = &raw.s3 {
+        let opt = |s: &Option<Spanned<String>>| s.as_ref().map(|s| located(text, s));
+        kinds.push(ActionKind::S3 {
+            bucket: located(text, &s3.bucket),
+            key: located(text, &s3.key),
+            canned_acl: opt(&s3.canned_acl),
+            endpoint: opt(&s3.endpoint),
+            region: opt(&s3.region),
+            batch: s3.batch.as_ref().map(|b| {
+                let limit =
+                    |v: &Option<Spanned<i64>>| v.as_ref().map(|v| (*v.get_ref(), span_of(v)));
+                BatchDraft {
+                    max_records: limit(&b.get_ref().max_records),
+                    max_bytes: limit(&b.get_ref().max_bytes),
+                    max_age: limit(&b.get_ref().max_age),
+                }
+            }),
+            compression: opt(&s3.compression),
+        });
+    }
     let aws_only = [
-        ("s3", raw.s3.is_some()),
         ("lambda", raw.lambda.is_some()),
         ("dynamoDB", raw.dynamo_db.is_some()),
         ("dynamoDBv2", raw.dynamo_db_v2.is_some()),
@@ -228,7 +277,7 @@ fn action(text: &str, action: &Spanned<RawAction>) -> ActionDraft {
     );
     let kind = match kinds.len() {
         1 => kinds.pop().unwrap_or(ActionKind::Malformed(String::new())),
-        0 => ActionKind::Malformed("an action needs one kind: `republish` or `file`".into()),
+        0 => ActionKind::Malformed("an action needs one kind: `republish`, `s3` or `file`".into()),
         _ => ActionKind::Malformed(
             "an action has exactly one kind; split it into several `[[rule.actions]]`".into(),
         ),

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
+pub mod certs;
+pub mod s3;
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -68,11 +71,28 @@ impl Mosquitto {
 
     /// Starts mosquitto with persistence in `dir` (kept across a restart on the same port).
     pub fn start_in(dir: TempDir, port: u16) -> Mosquitto {
+        Mosquitto::launch(dir, port, "", "")
+    }
+
+    /// Starts mosquitto with more listeners (TLS, WebSockets, passwords: `listener` blocks
+    /// written by the test) after the plain anonymous one that the helpers use. Each
+    /// listener keeps its own `allow_anonymous` and `password_file` (`per_listener_settings`).
+    /// Only the plain listener is waited for: `wait_for_port` the others.
+    pub fn start_with(listeners: &str) -> Mosquitto {
+        Mosquitto::launch(
+            TempDir::new("mosquitto"),
+            free_port(),
+            "per_listener_settings true\n",
+            listeners,
+        )
+    }
+
+    fn launch(dir: TempDir, port: u16, prelude: &str, listeners: &str) -> Mosquitto {
         let config = dir.write(
             "mosquitto.conf",
             &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
-                 max_queued_messages 200000\nmax_inflight_messages 100\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+                "{prelude}listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 200000\nmax_inflight_messages 100\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n{listeners}",
                 dir.path().display(),
                 dir.path().display()
             ),
@@ -122,7 +142,7 @@ fn mosquitto_binary() -> PathBuf {
     }
 }
 
-fn wait_for_port(port: u16) {
+pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on port {port}");
@@ -166,6 +186,34 @@ impl Topicrule {
         };
         topicrule.wait_for_log("subscribed");
         topicrule
+    }
+
+    /// Spawns `command` (a `topicrule run` the caller prepared: settings, environment,
+    /// working directory), collecting its stderr; does not wait for anything.
+    pub fn spawn(mut command: Command) -> Topicrule {
+        let mut child = command
+            .env("RUST_LOG", "topicrule=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Topicrule {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The process id, to read its /proc entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for a log line containing `text`.

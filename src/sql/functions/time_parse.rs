@@ -113,6 +113,9 @@ fn digits(
         .bytes()
         .take_while(u8::is_ascii_digit)
         .count();
+    if min > max {
+        return None; // A pattern such as `uuuuuuuuuuuuuuuuuuuuuuuu`: wider than any year.
+    }
     let take = if min == max {
         min
     } else {

@@ -1,0 +1,291 @@
+//! Batch mode of the `s3` action (beyond AWS): many messages an object, NDJSON, optionally
+//! gzip or zstd, built on disk.
+//!
+//! Each batch-mode action has a folder under `[s3] spool_dir`. A batch is `<seq>.open`
+//! while it takes messages and `<seq>.ready` once closed; `<seq>.key` holds its object key
+//! (the key template of its first message, plus the sequence number), written before its
+//! first message, and `next` the sequence number of the next batch.
+//!
+//! Invariants: a message is acknowledged only once its line is in the open batch and
+//! synced to disk (so a crash loses nothing); an upload retried after a crash writes the
+//! same key (so it never duplicates); what a crash left open or unsent is uploaded at
+//! start. Closed batches are uploaded in the background, retried until they are stored.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use tokio::sync::mpsc;
+
+use crate::rules::{Batch, Compression, S3Put};
+
+/// A batch-mode action: its limits, its folder, the batch it is filling.
+struct Spooler {
+    batch: Batch,
+    dir: PathBuf,
+    open: Mutex<Option<OpenBatch>>,
+    closed: mpsc::UnboundedSender<u64>,
+}
+
+struct OpenBatch {
+    seq: u64,
+    file: File,
+    records: u64,
+    bytes: u64,
+    opened: Instant,
+}
+
+/// The spoolers of every batch-mode action, by spool name.
+#[derive(Default)]
+pub struct Spool {
+    spoolers: HashMap<String, Arc<Spooler>>,
+}
+
+impl Spool {
+    /// Opens the folder of each batch-mode action, and starts its uploader (which first
+    /// sends what an earlier run left) and its age timer.
+    pub fn start(root: &Path, actions: &[(&S3Put, Client)]) -> std::io::Result<Spool> {
+        let mut spoolers = HashMap::new();
+        for (put, client) in actions {
+            let Some(batch) = put.batch.clone() else {
+                continue;
+            };
+            let dir = root.join(&put.spool);
+            std::fs::create_dir_all(&dir)?;
+            let pending = close_leftovers(&dir)?;
+            let (closed, queue) = mpsc::unbounded_channel();
+            let spooler = Arc::new(Spooler {
+                batch,
+                dir: dir.clone(),
+                open: Mutex::new(None),
+                closed,
+            });
+            let upload = Upload {
+                client: client.clone(),
+                bucket: put.bucket.clone(),
+                dir,
+                compression: spooler.batch.compression,
+            };
+            tokio::spawn(upload.run(pending, queue));
+            tokio::spawn(close_old(Arc::downgrade(&spooler)));
+            spoolers.insert(put.spool.clone(), spooler);
+        }
+        Ok(Spool { spoolers })
+    }
+
+    /// Appends a line to the action's open batch (opened for `key` when there is none) and
+    /// syncs it; closes the batch when it is full.
+    pub async fn append(&self, spool: &str, key: &str, line: Vec<u8>) -> std::io::Result<()> {
+        let spooler = self
+            .spoolers
+            .get(spool)
+            .cloned()
+            .ok_or_else(|| std::io::Error::other(format!("no spool `{spool}`")))?;
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || spooler.append(&key, &line))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+impl Spooler {
+    fn append(&self, key: &str, line: &[u8]) -> std::io::Result<()> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.is_none() {
+            *open = Some(self.open_batch(key)?);
+        }
+        let batch = open.as_mut().expect("a batch is open");
+        batch.file.write_all(line)?;
+        batch.file.sync_data()?;
+        batch.records += 1;
+        batch.bytes += line.len() as u64;
+        if batch.records >= self.batch.max_records || batch.bytes >= self.batch.max_bytes {
+            self.close(&mut open)?;
+        }
+        Ok(())
+    }
+
+    /// A new batch: its sequence number and key are on disk before its first line.
+    fn open_batch(&self, key: &str) -> std::io::Result<OpenBatch> {
+        let next = self.dir.join("next");
+        let seq = std::fs::read_to_string(&next)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let ext = self.batch.compression.extension();
+        write_synced(
+            &self.dir.join(format!("{seq:012}.key")),
+            &format!("{key}-{seq:06}.ndjson{ext}"),
+        )?;
+        write_synced(&next, &(seq + 1).to_string())?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{seq:012}.open")))?;
+        sync_dir(&self.dir)?;
+        Ok(OpenBatch {
+            seq,
+            file,
+            records: 0,
+            bytes: 0,
+            opened: Instant::now(),
+        })
+    }
+
+    fn close(&self, open: &mut Option<OpenBatch>) -> std::io::Result<()> {
+        let Some(batch) = open.take() else {
+            return Ok(());
+        };
+        let name = |ext: &str| self.dir.join(format!("{:012}.{ext}", batch.seq));
+        std::fs::rename(name("open"), name("ready"))?;
+        sync_dir(&self.dir)?;
+        let _ = self.closed.send(batch.seq);
+        Ok(())
+    }
+}
+
+/// Closes the batches of a spooler once they are `max_age` old; ends with the spooler.
+async fn close_old(spooler: std::sync::Weak<Spooler>) {
+    loop {
+        let period = match spooler.upgrade() {
+            Some(s) => {
+                (s.batch.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+            }
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(spooler) = spooler.upgrade() else {
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut open = spooler.open.lock().unwrap_or_else(|e| e.into_inner());
+            if open
+                .as_ref()
+                .is_some_and(|b| b.opened.elapsed() >= spooler.batch.max_age)
+            {
+                if let Err(e) = spooler.close(&mut open) {
+                    tracing::error!("cannot close a batch in `{}`: {e}", spooler.dir.display());
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// At start: a batch a crash left open is closed; returns every batch to upload, in order.
+fn close_leftovers(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut pending = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
+            continue;
+        };
+        let Ok(seq) = stem.to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        match ext.to_str() {
+            Some("open") => {
+                std::fs::rename(&path, path.with_extension("ready"))?;
+                pending.push(seq);
+            }
+            Some("ready") => pending.push(seq),
+            _ => {}
+        }
+    }
+    sync_dir(dir)?;
+    pending.sort_unstable();
+    Ok(pending)
+}
+
+fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Uploads the closed batches of one action, one at a time, in order.
+struct Upload {
+    client: Client,
+    bucket: String,
+    dir: PathBuf,
+    compression: Compression,
+}
+
+impl Upload {
+    async fn run(self, pending: Vec<u64>, mut queue: mpsc::UnboundedReceiver<u64>) {
+        for seq in pending {
+            self.until_stored(seq).await;
+        }
+        while let Some(seq) = queue.recv().await {
+            self.until_stored(seq).await;
+        }
+    }
+
+    /// Retries with backoff (at most a minute apart) until the store has the batch; then
+    /// removes it from the spool.
+    async fn until_stored(&self, seq: u64) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.put(seq).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(
+                        "batch {seq} of `{}`: {e}; retrying in {delay:?}",
+                        self.dir.display()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    async fn put(&self, seq: u64) -> Result<(), String> {
+        let name = |ext: &str| self.dir.join(format!("{seq:012}.{ext}"));
+        let key = std::fs::read_to_string(name("key"))
+            .map_err(|e| format!("cannot read its key: {e}"))?;
+        let data = std::fs::read(name("ready")).map_err(|e| format!("cannot read it: {e}"))?;
+        let body =
+            compress(self.compression, data).map_err(|e| format!("cannot compress it: {e}"))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot put `s3://{}/{key}`: {}",
+                    self.bucket,
+                    super::s3::explain(&e)
+                )
+            })?;
+        tracing::debug!("stored batch `s3://{}/{key}`", self.bucket);
+        let _ = std::fs::remove_file(name("ready"));
+        let _ = std::fs::remove_file(name("key"));
+        Ok(())
+    }
+}
+
+fn compress(compression: Compression, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    match compression {
+        Compression::None => Ok(data),
+        Compression::Gzip => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(&data)?;
+            encoder.finish()
+        }
+        Compression::Zstd => zstd::encode_all(&data[..], 3),
+    }
+}

@@ -1,0 +1,186 @@
+//! Where and how to reach the broker: the URL's scheme, host and port, and TLS.
+//!
+//! Every file (CA, certificate, key) is read and checked here, once, before the first
+//! connection: a wrong path or a bad key stops `topicrule run` at start with its name,
+//! rather than failing every reconnection later.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use rumqttc::tokio_rustls::rustls::{self, pki_types, ClientConfig, RootCertStore};
+use rumqttc::{TlsConfiguration, Transport};
+
+use crate::config::Broker;
+
+/// What rumqttc needs to open the connection: its `broker_addr` (a host, or the whole URL for
+/// WebSockets), a port and a transport.
+pub(super) struct Endpoint {
+    pub addr: String,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+/// The endpoint of `broker.url`, with TLS set up from `ca_file`, `cert_file` and `key_file`.
+pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
+    let url = broker.url.trim();
+    let (scheme, rest) = url.split_once("://").with_context(|| {
+        format!("invalid broker URL `{url}`: expected mqtt://, mqtts://, ws:// or wss://")
+    })?;
+    let (default_port, tls, websocket) = match scheme {
+        "mqtt" | "tcp" => (1883, false, false),
+        "mqtts" | "ssl" | "tls" => (8883, true, false),
+        "ws" => (80, false, true),
+        "wss" => (443, true, true),
+        _ => bail!(
+            "unsupported broker URL scheme `{scheme}://`: use mqtt://, mqtts://, ws:// or wss://"
+        ),
+    };
+    let (host, port) =
+        host_port(rest, default_port).with_context(|| format!("invalid broker URL `{url}`"))?;
+    let uses_tls_files = [&broker.ca_file, &broker.cert_file, &broker.key_file]
+        .iter()
+        .any(|f| f.is_some());
+    if uses_tls_files && !tls {
+        bail!("`ca_file`, `cert_file` and `key_file` need a TLS URL (mqtts:// or wss://), not `{url}`");
+    }
+    let transport = match (tls, websocket) {
+        (false, false) => Transport::Tcp,
+        (true, false) => Transport::Tls(tls_configuration(broker)?),
+        (false, true) => Transport::Ws,
+        (true, true) => Transport::Wss(tls_configuration(broker)?),
+    };
+    // rumqttc reads the host and port of a WebSocket connection from the URL itself.
+    let addr = if websocket { url.to_owned() } else { host };
+    Ok(Endpoint {
+        addr,
+        port,
+        transport,
+    })
+}
+
+/// The host (without IPv6 brackets) and port of `host[:port][/path]`.
+fn host_port(rest: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            (host, port.parse::<u16>().context("invalid port")?)
+        }
+        _ => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("no host");
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// A rustls configuration: the CA of `ca_file` (or the system's), and the client certificate
+/// of `cert_file` and `key_file` when both are set.
+fn tls_configuration(broker: &Broker) -> anyhow::Result<TlsConfiguration> {
+    let roots = match &broker.ca_file {
+        Some(path) => roots_from_file(path)?,
+        None => system_roots()?,
+    };
+    // The provider is named rather than taken from the process default, which is ambiguous
+    // (and panics) when several crates enable different rustls back ends.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("cannot set up TLS")?
+        .with_root_certificates(roots);
+    let config = match (&broker.cert_file, &broker.key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .with_context(|| {
+                format!("`{}` does not go with `{}`", key.display(), cert.display())
+            })?,
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) => bail!("`cert_file` is set without `key_file`: mutual TLS needs both"),
+        (None, Some(_)) => bail!("`key_file` is set without `cert_file`: mutual TLS needs both"),
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+fn certificates(path: &Path) -> anyhow::Result<Vec<pki_types::CertificateDer<'static>>> {
+    use pki_types::pem::PemObject as _;
+    let certs = pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read the certificates of `{}`", path.display()))?;
+    if certs.is_empty() {
+        bail!("`{}` holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> anyhow::Result<pki_types::PrivateKeyDer<'static>> {
+    use pki_types::pem::PemObject as _;
+    pki_types::PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("cannot read a PEM private key from `{}`", path.display()))
+}
+
+fn roots_from_file(path: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certificates(path)?);
+    if added == 0 {
+        bail!("`{}` holds no usable CA certificate", path.display());
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> anyhow::Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!("a system CA certificate could not be loaded: {error}");
+    }
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        bail!("no system CA certificates found: set `ca_file`");
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(url: &str) -> Broker {
+        Broker {
+            url: url.into(),
+            ..Broker::default()
+        }
+    }
+
+    #[test]
+    fn plain_urls_give_host_and_port() {
+        let e = endpoint(&broker("mqtt://example.org")).unwrap();
+        assert_eq!((e.addr.as_str(), e.port), ("example.org", 1883));
+        let e = endpoint(&broker("tcp://[::1]:1884/")).unwrap();
+        assert_eq!((e.addr.as_str(), e.port), ("::1", 1884));
+    }
+
+    #[test]
+    fn websocket_urls_are_kept_whole() {
+        let e = endpoint(&broker("ws://127.0.0.1:9001/mqtt")).unwrap();
+        assert_eq!(
+            (e.addr.as_str(), e.port),
+            ("ws://127.0.0.1:9001/mqtt", 9001)
+        );
+        assert!(matches!(e.transport, Transport::Ws));
+    }
+
+    #[test]
+    fn bad_urls_and_misplaced_tls_files_are_refused() {
+        let err = |b: &Broker| endpoint(b).err().expect("accepted").to_string();
+        assert!(err(&broker("http://x")).contains("unsupported broker URL scheme"));
+        assert!(err(&broker("127.0.0.1:1883")).contains("invalid broker URL"));
+        assert!(err(&broker("mqtt://x:port")).contains("invalid broker URL"));
+        let mut b = broker("mqtt://x");
+        b.ca_file = Some("ca.pem".into());
+        assert!(err(&b).contains("need a TLS URL"));
+        let mut b = broker("mqtts://x");
+        b.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(err(&b).contains("/nonexistent/ca.pem"));
+    }
+}

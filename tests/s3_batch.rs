@@ -1,0 +1,165 @@
+//! Batch mode of the `s3` action against s3s-fs and mosquitto: batches closed by count, by
+//! size and by age; gzip and zstd read back; a batch left by a crash uploaded at start.
+
+mod support;
+
+use std::io::Read;
+use std::time::Duration;
+
+use support::s3::{start_topicrule as start, S3Reader, S3Server};
+use support::{publish, Mosquitto, TempDir};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn rule(batch: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "batched"
+sql = "SELECT * FROM 'seq/+'"
+[[rule.actions]]
+s3 = {{ bucket = "archive", key = "b/${{topic(2)}}", {batch} }}
+"#
+    )
+}
+
+/// Publishes `seq/<n>` with `{"n":<n>}` for each n.
+fn publish_range(broker: &Mosquitto, range: std::ops::Range<usize>) {
+    let topics: Vec<String> = range.clone().map(|n| format!("seq/{n}")).collect();
+    let bodies: Vec<String> = range.map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let messages: Vec<(&str, &[u8])> = topics
+        .iter()
+        .zip(&bodies)
+        .map(|(t, b)| (t.as_str(), b.as_bytes()))
+        .collect();
+    publish(broker.port, &messages);
+}
+
+/// Every record of every object of the bucket, decompressed, one string an object.
+fn objects(reader: &S3Reader, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .map(|key| {
+            let bytes = reader.get("archive", key);
+            let mut text = String::new();
+            if key.ends_with(".gz") {
+                flate2::read::GzDecoder::new(&bytes[..])
+                    .read_to_string(&mut text)
+                    .unwrap();
+            } else if key.ends_with(".zst") {
+                text = String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap();
+            } else {
+                text = String::from_utf8(bytes).unwrap();
+            }
+            text
+        })
+        .collect()
+}
+
+fn setup(name: &str, batch: &str) -> (Mosquitto, S3Server, S3Reader, TempDir) {
+    let broker = Mosquitto::start();
+    let store = S3Server::start();
+    let reader = store.reader();
+    reader.create_bucket("archive");
+    let dir = TempDir::new(name);
+    dir.write("rules/batched.toml", &rule(batch));
+    (broker, store, reader, dir)
+}
+
+#[test]
+fn batches_close_by_count_with_the_first_message_key() {
+    let (broker, store, reader, dir) =
+        setup("batch-count", "batch = { max_records = 3, max_age = 3600 }");
+    let _topicrule = start(&broker, &store, &dir, "batch-count", &[]);
+    publish_range(&broker, 0..7);
+    let keys = reader.wait_for_keys("archive", 2, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        reader.keys("archive"),
+        keys,
+        "the 7th message closed a batch"
+    );
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let mut records: Vec<String> = Vec::new();
+    for (key, text) in keys.iter().zip(objects(&reader, &keys)) {
+        assert_eq!(text.lines().count(), 3, "{key}: {text}");
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert!(
+            key.starts_with(&format!("b/{}-", first["n"])),
+            "{key} vs {text}"
+        );
+        assert!(key.ends_with(".ndjson"), "{key}");
+        records.extend(text.lines().map(str::to_owned));
+    }
+    assert_eq!(records.len(), 6);
+}
+
+#[test]
+fn batches_close_by_size_gzip() {
+    // Each line (`{"n":0}` and a newline) is 8 bytes: a batch closes at its 3rd line.
+    let (broker, store, reader, dir) = setup(
+        "batch-size",
+        r#"batch = { max_bytes = 24, max_age = 3600 }, compression = "gzip""#,
+    );
+    let _topicrule = start(&broker, &store, &dir, "batch-size", &[]);
+    publish_range(&broker, 0..6);
+    let keys = reader.wait_for_keys("archive", 2, WAIT);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.ends_with(".ndjson.gz")), "{keys:?}");
+    let texts = objects(&reader, &keys);
+    let mut numbers: Vec<u64> = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn batches_close_by_age_zstd() {
+    let (broker, store, reader, dir) = setup(
+        "batch-age",
+        r#"batch = { max_records = 1000, max_age = 1 }, compression = "zstd""#,
+    );
+    let _topicrule = start(&broker, &store, &dir, "batch-age", &[]);
+    publish_range(&broker, 0..4);
+    let keys = reader.wait_for_keys("archive", 1, WAIT);
+    assert!(
+        !keys.is_empty() && keys[0].ends_with(".ndjson.zst"),
+        "{keys:?}"
+    );
+    let keys = reader.wait_for_keys("archive", 4, Duration::from_secs(3));
+    let lines: usize = objects(&reader, &keys)
+        .iter()
+        .map(|t| t.lines().count())
+        .sum();
+    assert_eq!(lines, 4, "{keys:?}");
+}
+
+/// A batch left open by a crash is uploaded when topicrule starts again.
+#[test]
+fn a_batch_left_by_a_crash_is_uploaded_at_start() {
+    let (broker, store, reader, dir) = setup(
+        "batch-crash",
+        "batch = { max_records = 100, max_age = 3600 }",
+    );
+    let mut topicrule = start(&broker, &store, &dir, "batch-crash", &[]);
+    publish_range(&broker, 0..5);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(reader.keys("archive").is_empty());
+    topicrule.wait_for_log("message on `seq/4`");
+    topicrule.kill();
+    let _topicrule = start(&broker, &store, &dir, "batch-crash", &[]);
+    let keys = reader.wait_for_keys("archive", 1, WAIT);
+    // The key of the batch's first message (messages run concurrently: any of them).
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("b/") && keys[0].ends_with("-000000.ndjson"),
+        "{keys:?}"
+    );
+    assert_eq!(objects(&reader, &keys)[0].lines().count(), 5);
+}
