@@ -32,7 +32,7 @@ use crate::actions::republish::PublishRequest;
 use crate::actions::s3_store::Stores;
 use crate::actions::{file, s3, ActionError, Effect};
 use crate::config::{Protocol, Settings};
-use crate::engine::Engine;
+use crate::engine::{Engine, Plan};
 use session::{Client, Event, EventLoop, Message, Role};
 
 /// The capacity of the subscribing connection's request queue (acks); see `run`.
@@ -103,6 +103,7 @@ pub async fn run(
         attempts: settings.router.action_attempts.max(1),
         ack: sub_client.clone(),
         stats: stats.clone(),
+        shutdown: shutdown.clone(),
     });
     let in_flight = Arc::new(Semaphore::new(usize::from(settings.router.max_in_flight)));
     let tasks = TaskTracker::new();
@@ -345,6 +346,8 @@ struct Worker {
     attempts: u32,
     ack: Client,
     stats: Arc<Stats>,
+    /// Cancelled at SIGINT/SIGTERM: retries stop, their messages stay unacknowledged.
+    shutdown: CancellationToken,
 }
 
 impl Worker {
@@ -360,54 +363,8 @@ impl Worker {
         );
         tracing::debug!("message on `{topic}`: {} rule(s) fire", plans.len());
         let mut done = true;
-        for plan in plans {
-            let mut failures = plan.failures.clone();
-            let results = run_in_order(plan.effects.iter().map(|(name, effect)| async move {
-                self.execute(effect).await.map_err(|e| (*name, e))
-            }))
-            .await;
-            failures.extend(results.into_iter().filter_map(Result::err));
-            if failures.is_empty() {
-                continue;
-            }
-            self.stats
-                .action_failures
-                .fetch_add(failures.len() as u64, Ordering::Relaxed);
-            for (action, error) in &failures {
-                tracing::warn!(
-                    "rule `{}`: action `{action}` failed: {}",
-                    plan.rule_name,
-                    error.message
-                );
-            }
-            let handled =
-                match self
-                    .engine
-                    .error_effect(&plan, &topic, publish.payload(), &failures)
-                {
-                    Some(Ok(effect)) => match self.execute(&effect).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(
-                                "rule `{}`: the error action failed too: {}",
-                                plan.rule_name,
-                                e.message
-                            );
-                            false
-                        }
-                    },
-                    Some(Err(e)) => {
-                        tracing::error!(
-                            "rule `{}`: the error action failed: {}",
-                            plan.rule_name,
-                            e.message
-                        );
-                        false
-                    }
-                    None => false,
-                };
-            // A failure that retrying cannot mend (a bad template) must not pin the message.
-            done &= handled || plan.failures.len() == failures.len();
+        for plan in &plans {
+            done &= self.run_plan(plan, &topic, publish.payload()).await;
         }
         if done {
             self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
@@ -421,7 +378,85 @@ impl Worker {
             self.stats
                 .left_unacknowledged
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::error!("a message on `{topic}` is left unacknowledged; the broker will redeliver it on the next session");
+            tracing::warn!("a message on `{topic}` is left unacknowledged; the broker will redeliver it on the next session");
+        }
+    }
+
+    /// Runs one rule's effects. Any failure runs the rule's error action, once (AWS's
+    /// behaviour). An effect that failed on its sink (a store down, a full disk) is then
+    /// retried until it succeeds, holding the message: it is acknowledged only when every
+    /// effect is done, and the workers it keeps busy push back on the broker. A failure no
+    /// retry can mend (a template that expands to a bad topic) is not retried. Returns false
+    /// only when a shutdown interrupts the retries.
+    async fn run_plan(&self, plan: &Plan, topic: &str, payload: &[u8]) -> bool {
+        let mut failures = plan.failures.clone();
+        let mut to_retry = Vec::new();
+        for (name, effect) in &plan.effects {
+            if let Err(e) = self.execute(effect).await {
+                failures.push((*name, e));
+                to_retry.push(effect);
+            }
+        }
+        if failures.is_empty() {
+            return true;
+        }
+        self.stats
+            .action_failures
+            .fetch_add(failures.len() as u64, Ordering::Relaxed);
+        for (action, error) in &failures {
+            tracing::warn!(
+                "rule `{}`: action `{action}` failed: {}",
+                plan.rule_name,
+                error.message
+            );
+        }
+        self.run_error_action(plan, topic, payload, &failures).await;
+        for effect in to_retry {
+            if !self.retry_until_done(&plan.rule_name, effect).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn run_error_action(
+        &self,
+        plan: &Plan,
+        topic: &str,
+        payload: &[u8],
+        failures: &[(&'static str, ActionError)],
+    ) {
+        let result = match self.engine.error_effect(plan, topic, payload, failures) {
+            None => return,
+            Some(Ok(effect)) => self.execute(&effect).await,
+            Some(Err(e)) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                "rule `{}`: the error action failed too: {}",
+                plan.rule_name,
+                e.message
+            );
+        }
+    }
+
+    /// Retries an effect with a growing pause (up to a minute) until it succeeds; false when
+    /// topicrule shuts down first.
+    async fn retry_until_done(&self, rule: &str, effect: &Effect) -> bool {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            tracing::warn!(
+                "rule `{rule}`: retrying a failed action in {delay:?}; the message waits"
+            );
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            if self.execute(effect).await.is_ok() {
+                tracing::info!("rule `{rule}`: the action succeeded on retry");
+                return true;
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
 
@@ -449,14 +484,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Awaits the actions of a rule one after the other, in the rule's order (AWS gives no
-/// order; a fixed one makes logs and files predictable). Messages still overlap each other.
-async fn run_in_order<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    for f in futures {
-        out.push(f.await);
-    }
-    out
 }

@@ -279,7 +279,7 @@ file = { path = "kept.jsonl" }
     let topicrule = Topicrule::start(&broker.url(), &rules, &blocked, "acks");
     publish(broker.port, &[("keep/me", br#"{"v":1}"#)]);
     let mut topicrule = topicrule;
-    topicrule.wait_for_log("left unacknowledged");
+    topicrule.wait_for_log("retrying a failed action");
     topicrule.kill();
 
     let data = dir.path().join("data");

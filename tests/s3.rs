@@ -138,7 +138,7 @@ s3 = { bucket = "archive", key = "kept/${topic(2)}.json" }
     let wrong = [("AWS_SECRET_ACCESS_KEY", "wrong")];
     let mut topicrule = start(&broker, &store, &dir, "s3-redeliver", &wrong);
     publish(broker.port, &[("keep/one", br#"{"v":1}"#)]);
-    topicrule.wait_for_log("left unacknowledged");
+    topicrule.wait_for_log("retrying a failed action");
     assert!(topicrule
         .log
         .iter()
@@ -201,8 +201,9 @@ fn a_key_with_dot_dot_runs_the_error_action_and_writes_nothing() {
     assert_eq!(visible(&root.join("archive")), ["ok"]);
 }
 
-/// The store goes away for 8 s mid-stream: the puts are retried with backoff, and what
-/// still failed stays unacknowledged and is redelivered; every message ends in the store.
+/// The store goes away for 20 s mid-stream: the puts that fail are retried, holding their
+/// messages unacknowledged, until the store is back; every message ends in the store,
+/// without a restart.
 #[test]
 fn a_store_outage_loses_nothing() {
     const COUNT: usize = 60;
@@ -238,17 +239,11 @@ s3 = { bucket = "archive", key = "seq/${topic(2)}.json" }
             broker.port,
             &[(&format!("seq/{n}"), format!(r#"{{"n":{n}}}"#).as_bytes())],
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(started.elapsed() >= Duration::from_secs(8));
-    let mut keys = reader.wait_for_keys("archive", COUNT, Duration::from_secs(40));
-    if keys.len() < COUNT {
-        // The rest is unacknowledged: a new session gets it again.
-        eprintln!("{} of {COUNT} stored; restarting topicrule", keys.len());
-        assert!(topicrule.stop().success());
-        let _topicrule = start(&broker, &store, &dir, "s3-outage", &env);
-        keys = reader.wait_for_keys("archive", COUNT, Duration::from_secs(40));
-    }
+    assert!(started.elapsed() >= Duration::from_secs(20));
+    let keys = reader.wait_for_keys("archive", COUNT, Duration::from_secs(90));
+    drop(topicrule);
     let mut expected: Vec<String> = (0..COUNT).map(|n| format!("seq/{n}.json")).collect();
     expected.sort();
     assert_eq!(keys, expected);
