@@ -103,7 +103,7 @@ pub fn select(select: &CSelect, env: &Env, row: &Value) -> Value {
     if let ([CItem::Wildcard], Value::Binary(bytes)) = (select.items.as_slice(), row) {
         return Value::Binary(bytes.clone());
     }
-    let mut out = Object::new();
+    let mut out = Object::default();
     for item in &select.items {
         match item {
             CItem::Wildcard => {
@@ -129,9 +129,9 @@ fn insert_path(out: &mut Object, path: &[String], value: Value) {
     for key in parents {
         let slot = target
             .entry(key.clone())
-            .or_insert_with(|| Value::Object(Object::new()));
+            .or_insert_with(|| Value::Object(Object::default()));
         if !matches!(slot, Value::Object(_)) {
-            *slot = Value::Object(Object::new());
+            *slot = Value::Object(Object::default());
         }
         let Value::Object(next) = slot else {
             unreachable!()

@@ -16,7 +16,9 @@ use bigdecimal::{BigDecimal, ToPrimitive, Zero};
 use super::SqlVersion;
 
 /// An object's members, in the order they were written.
-pub type Object = indexmap::IndexMap<String, Value>;
+/// foldhash rather than SipHash: hashing keys is a tenth of decoding a payload, and foldhash
+/// is seeded per process, so crafted keys cannot flood one bucket.
+pub type Object = indexmap::IndexMap<String, Value, foldhash::fast::RandomState>;
 
 /// The precision of AWS IoT's Decimal: 34 significant digits (IEEE 754 decimal128).
 pub const DECIMAL_DIGITS: u64 = 34;
@@ -145,6 +147,9 @@ pub fn parse_number(text: &str) -> Option<Value> {
             return Some(Value::Int(i));
         }
     }
+    if let Some(d) = short_decimal(text) {
+        return Some(Value::Decimal(d));
+    }
     let value = if text.len() > 2 * DECIMAL_DIGITS as usize {
         parse_long_number(text)?
     } else {
@@ -154,6 +159,30 @@ pub fn parse_number(text: &str) -> Option<Value> {
         Value::Decimal(d) => Some(decimal_value(d)),
         other => Some(other),
     }
+}
+
+/// The common case, read without `BigDecimal::from_str`: a plain decimal such as `-31.25`
+/// with at most 18 digits, which is within AWS's range and precision by its length.
+fn short_decimal(text: &str) -> Option<BigDecimal> {
+    let (int_part, frac_part) = text.split_once('.')?;
+    let digits = int_part.len() + frac_part.len();
+    if digits > 19 || frac_part.is_empty() || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int_value: i64 = int_part.parse().ok()?;
+    let frac_value: i64 = frac_part.parse().ok()?;
+    let scale = frac_part.len() as u32;
+    let magnitude = int_value
+        .unsigned_abs()
+        .checked_mul(10u64.checked_pow(scale)?)?
+        .checked_add(frac_value as u64)?;
+    let unscaled = i64::try_from(magnitude).ok()?;
+    let unscaled = if int_part.starts_with('-') {
+        -unscaled
+    } else {
+        unscaled
+    };
+    Some(BigDecimal::new(BigInt::from(unscaled), i64::from(scale)))
 }
 
 /// Parses a long number by keeping its first 34 significant digits (rounded toward zero)
@@ -357,8 +386,8 @@ impl Value {
         match self {
             Value::Undefined | Value::Null => out.extend_from_slice(b"null"),
             Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Int(i) => out.extend_from_slice(itoa_buf(*i).as_bytes()),
-            Value::Decimal(d) => out.extend_from_slice(format_decimal(d, version).as_bytes()),
+            Value::Int(i) => push_i64(out, *i),
+            Value::Decimal(d) => write_decimal(out, d, version),
             Value::String(s) => write_json_string(out, s),
             Value::Binary(bytes) => write_json_string(out, &String::from_utf8_lossy(bytes)),
             Value::Array(items) => {
@@ -389,8 +418,51 @@ impl Value {
     }
 }
 
-fn itoa_buf(i: i64) -> String {
-    i.to_string()
+/// Writes an integer's digits without allocating.
+fn push_i64(out: &mut Vec<u8>, i: i64) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, i.unsigned_abs(), 0);
+}
+
+/// Writes `n`'s digits, at least `min_digits` of them (zero-padded on the left).
+fn push_u64(out: &mut Vec<u8>, mut n: u64, min_digits: usize) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    while n > 0 || buf.len() - at < min_digits.max(1) {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// Writes a Decimal as [`format_decimal`] does, without allocating for the common case of
+/// an unscaled value that fits 64 bits and a scale of at most 18.
+fn write_decimal(out: &mut Vec<u8>, d: &BigDecimal, version: SqlVersion) {
+    let (digits, scale) = d.as_bigint_and_scale();
+    let (Some(unscaled), Ok(scale)) = (digits.to_i64(), u32::try_from(scale)) else {
+        return out.extend_from_slice(format_decimal(d, version).as_bytes());
+    };
+    let Some(pow) = 10u64.checked_pow(scale) else {
+        return out.extend_from_slice(format_decimal(d, version).as_bytes());
+    };
+    let magnitude = unscaled.unsigned_abs();
+    let whole = magnitude / pow;
+    let fraction = magnitude % pow;
+    // Java switches to scientific notation below 1E-6; leave that to the general path.
+    if whole == 0 && fraction != 0 && fraction < pow / 1_000_000 {
+        return out.extend_from_slice(format_decimal(d, version).as_bytes());
+    }
+    if unscaled < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, whole, 0);
+    if scale > 0 && !(version == SqlVersion::V2016_03_23 && fraction == 0) {
+        out.push(b'.');
+        push_u64(out, fraction, scale as usize);
+    }
 }
 
 fn write_json_string(out: &mut Vec<u8>, s: &str) {
@@ -595,19 +667,81 @@ mod de {
             Ok(Value::Array(items))
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            let Some(first) = map.next_key::<String>()? else {
-                return Ok(Value::Object(Object::new()));
+            let first = match map.next_key_seed(KeyClassifier)? {
+                None => return Ok(Value::Object(Object::default())),
+                Some(Key::Number) => return map.next_value_seed(NumberText),
+                Some(Key::Member(key)) => key,
             };
-            if first == NUMBER_TOKEN {
-                let text: String = map.next_value()?;
-                return parse_number(&text).ok_or_else(|| de::Error::custom("number out of range"));
-            }
-            let mut object = Object::with_capacity(map.size_hint().unwrap_or(0).min(64) + 1);
+            let mut object = Object::with_capacity_and_hasher(
+                map.size_hint().unwrap_or(0).min(64) + 1,
+                Default::default(),
+            );
             object.insert(first, map.next_value()?);
             while let Some((key, value)) = map.next_entry()? {
                 object.insert(key, value);
             }
             Ok(Value::Object(object))
+        }
+    }
+
+    /// A number's text, parsed where it lies.
+    struct NumberText;
+
+    impl<'de> de::DeserializeSeed<'de> for NumberText {
+        type Value = Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for NumberText {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Value, E> {
+            parse_number(text).ok_or_else(|| E::custom("invalid number"))
+        }
+    }
+
+    /// The first key of a map: serde_json's private number token, or a member name. Telling
+    /// them apart without allocating saves an allocation for every number of a payload.
+    enum Key {
+        Number,
+        Member(String),
+    }
+
+    struct KeyClassifier;
+
+    impl<'de> de::DeserializeSeed<'de> for KeyClassifier {
+        type Value = Key;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeyClassifier {
+        type Value = Key;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string key")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+            Ok(if s == NUMBER_TOKEN {
+                Key::Number
+            } else {
+                Key::Member(s.to_owned())
+            })
+        }
+        fn visit_string<E: de::Error>(self, s: String) -> Result<Key, E> {
+            Ok(if s == NUMBER_TOKEN {
+                Key::Number
+            } else {
+                Key::Member(s)
+            })
         }
     }
 }
@@ -646,6 +780,38 @@ mod tests {
             json(&format!("-0.000{}", "12".repeat(40)), v15),
             format!("-0.000{}", &"12".repeat(17))
         );
+    }
+
+    #[test]
+    fn the_fast_decimal_writer_agrees_with_the_general_one() {
+        let texts = [
+            "0.5",
+            "-0.5",
+            "88.70",
+            "10.0",
+            "-10.00",
+            "0.000001",
+            "0.0000010",
+            "0.0000001",
+            "123456789.123456789",
+            "-0.000000",
+            "9223372036854775.807",
+            "1.5E+3",
+            "1E-3",
+            "0.0",
+        ];
+        for version in [SqlVersion::V2015_10_08, SqlVersion::V2016_03_23] {
+            for text in texts {
+                let d = BigDecimal::from_str(text).unwrap();
+                let mut fast = Vec::new();
+                write_decimal(&mut fast, &d, version);
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    format_decimal(&d, version),
+                    "{text} {version}"
+                );
+            }
+        }
     }
 
     #[test]
