@@ -149,3 +149,35 @@ fn test_prints_what_each_action_would_do() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A long allowlist (`id = 1 OR id = 2 OR ...`) is a flat chain, not a deep tree: it is
+/// accepted, and decides like the same operators taken two at a time.
+#[test]
+fn long_or_chains_are_flat() {
+    let terms: Vec<String> = (0..5000).map(|n| format!("id = {n}")).collect();
+    let sql = format!("SELECT id FROM 't' WHERE {}", terms.join(" OR "));
+    let out = topicrule(&["eval", &sql, "--topic", "t", "--payload", r#"{"id":4999}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"id\":4999}\n");
+    let out = topicrule(&["eval", &sql, "--topic", "t", "--payload", r#"{"id":5000}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    // Undefined in a chain: `x OR true` is true, `x OR false` is Undefined (no match).
+    let out = topicrule(&[
+        "eval",
+        "SELECT 1 AS r FROM 't' WHERE missing OR false OR true",
+        "--topic",
+        "t",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(stdout(&out), "{\"r\":1}\n");
+    let out = topicrule(&[
+        "eval",
+        "SELECT 1 AS r FROM 't' WHERE missing OR false OR false",
+        "--topic",
+        "t",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -132,6 +132,9 @@ pub enum ExprKind {
         left: Box<Expr>,
         right: Box<Expr>,
     },
+    /// `a OR b OR c`, `a AND b AND c`: a chain of three or more operands of one logical
+    /// operator, kept flat so that a long allowlist nests no deeper than its operands.
+    Chain { op: BinaryOp, operands: Vec<Expr> },
     /// `a IN (1, 2)`, `a IN arr`, `a NOT IN [...]`.
     In {
         expr: Box<Expr>,
@@ -311,6 +314,16 @@ impl fmt::Display for Expr {
                 op: UnaryOp::Neg,
                 expr,
             } => write!(f, "(-{expr})"),
+            ExprKind::Chain { op, operands } => {
+                f.write_str("(")?;
+                for (i, operand) in operands.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, " {} ", op.as_str())?;
+                    }
+                    write!(f, "{operand}")?;
+                }
+                f.write_str(")")
+            }
             ExprKind::Binary { op, left, right } => {
                 write!(f, "({left} {} {right})", op.as_str())
             }

@@ -64,6 +64,8 @@ pub enum CExpr {
     Not(Box<CExpr>),
     Neg(Box<CExpr>),
     Binary(ast::BinaryOp, Box<CExpr>, Box<CExpr>),
+    /// AND or OR over three or more operands.
+    Chain(ast::BinaryOp, Vec<CExpr>),
     In {
         expr: Box<CExpr>,
         list: Box<CInList>,
@@ -308,6 +310,9 @@ impl Compiler {
                 op: ast::UnaryOp::Neg,
                 expr,
             } => CExpr::Neg(boxed(self, expr)),
+            ExprKind::Chain { op, operands } => {
+                CExpr::Chain(*op, operands.iter().map(|e| self.expr(e)).collect())
+            }
             ExprKind::Binary { op, left, right } => {
                 CExpr::Binary(*op, boxed(self, left), boxed(self, right))
             }

@@ -195,6 +195,7 @@ pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value>
         }),
         CExpr::Neg(inner) => Cow::Owned(negate(&eval(inner, env, row))),
         CExpr::Binary(op, left, right) => Cow::Owned(binary(*op, left, right, env, row)),
+        CExpr::Chain(op, operands) => Cow::Owned(chain(*op, operands, env, row)),
         CExpr::In {
             expr,
             list,
@@ -311,6 +312,26 @@ fn logical(op: BinaryOp, left: &CExpr, right: &CExpr, env: &Env, row: &Value) ->
         (_, Some(v)) if v == decisive => Value::Bool(decisive),
         (Some(_), Some(_)) => Value::Bool(!decisive),
         _ => Value::Undefined,
+    }
+}
+
+/// AND or OR over many operands, with the same logic as the binary form folded left to
+/// right: the deciding value (false for AND, true for OR) wins; else Undefined if any
+/// operand is not a Boolean; else the other value.
+fn chain(op: BinaryOp, operands: &[CExpr], env: &Env, row: &Value) -> Value {
+    let decisive = op == BinaryOp::Or;
+    let mut undefined = false;
+    for operand in operands {
+        match eval(operand, env, row).to_bool().ok() {
+            Some(b) if b == decisive => return Value::Bool(decisive),
+            Some(_) => {}
+            None => undefined = true,
+        }
+    }
+    if undefined {
+        Value::Undefined
+    } else {
+        Value::Bool(!decisive)
     }
 }
 

@@ -19,6 +19,9 @@ use super::error::SqlError;
 /// How deeply expressions may nest: `((((...))))`, `NOT NOT ...`, nested queries.
 pub const MAX_DEPTH: usize = 100;
 
+/// How many operands one AND or OR chain may have (`a = 1 OR a = 2 OR ...`).
+pub const MAX_CHAIN: usize = 10_000;
+
 /// Words that cannot be used as bare field names.
 const RESERVED: &[&str] = &[
     "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "AS", "CASE", "WHEN", "THEN", "ELSE",
@@ -367,28 +370,50 @@ impl<'a> Parser<'a> {
     /// expr = or_expr ; or_expr = and_expr { "OR" and_expr }
     fn parse_expr(&self, i: &'a str) -> PResult<'a, Expr> {
         let _guard = self.enter(self.ws(i))?;
-        let (mut i, mut left) = self.parse_and(i)?;
-        let mut chain = Vec::new();
+        let (mut i, first) = self.parse_and(i)?;
+        let mut operands = vec![first];
         while let Some(rest) = self.keyword(i, "OR") {
-            chain.push(self.enter(rest)?);
-            let (rest, right) = self.parse_and(rest)?;
-            left = binary(ast::BinaryOp::Or, left, right);
+            let (rest, next) = self.parse_and(rest)?;
+            operands.push(next);
             i = rest;
         }
-        Ok((i, left))
+        self.chain(i, ast::BinaryOp::Or, operands)
+    }
+
+    /// Builds the node of an AND or OR chain: the operand alone, a binary node for two, a
+    /// flat chain for more (at most [`MAX_CHAIN`] operands).
+    fn chain(&self, i: &'a str, op: ast::BinaryOp, mut operands: Vec<Expr>) -> PResult<'a, Expr> {
+        if operands.len() > MAX_CHAIN {
+            let at = &self.src[operands[MAX_CHAIN].span.start..];
+            return Err(Fail {
+                expected: format!("at most {MAX_CHAIN} operands of {}", op.as_str()),
+                ..self.fail(at, "")
+            });
+        }
+        let expr = match operands.len() {
+            1 => operands.pop().expect("one operand"),
+            2 => {
+                let right = operands.pop().expect("two operands");
+                binary(op, operands.pop().expect("two operands"), right)
+            }
+            _ => {
+                let span = operands[0].span.to(operands[operands.len() - 1].span);
+                Expr::new(ExprKind::Chain { op, operands }, span)
+            }
+        };
+        Ok((i, expr))
     }
 
     /// and_expr = not_expr { "AND" not_expr }
     fn parse_and(&self, i: &'a str) -> PResult<'a, Expr> {
-        let (mut i, mut left) = self.parse_not(i)?;
-        let mut chain = Vec::new();
+        let (mut i, first) = self.parse_not(i)?;
+        let mut operands = vec![first];
         while let Some(rest) = self.keyword(i, "AND") {
-            chain.push(self.enter(rest)?);
-            let (rest, right) = self.parse_not(rest)?;
-            left = binary(ast::BinaryOp::And, left, right);
+            let (rest, next) = self.parse_not(rest)?;
+            operands.push(next);
             i = rest;
         }
-        Ok((i, left))
+        self.chain(i, ast::BinaryOp::And, operands)
     }
 
     /// not_expr = "NOT" not_expr | comparison
