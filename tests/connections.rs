@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::certs::Pki;
@@ -183,33 +183,7 @@ republish = { topic = "tag/out", qos = 1, headers = { user_properties = [{ key =
         .log
         .iter()
         .any(|l| l.contains("rule `tagged`: republish headers are MQTT 5 only")));
-    let shadow = Subscriber::new(broker.port, "$aws/things/RPI/shadow/update");
-    let will = r#"{"state":{"reported":{"connected":false}}}"#;
-    let mut device = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port.to_string(),
-            "-V",
-            "mqttv311",
-        ])
-        .args(["-i", "RPI", "-t", "my/things/RPI/cmd"])
-        .args(["--will-topic", "my/things/RPI/update", "--will-qos", "1"])
-        .args(["--will-payload", will])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    device.kill().unwrap();
-    let _ = device.wait();
-    let (topic, payload) = shadow.next(WAIT).expect("the shadow update never arrived");
-    assert_eq!(topic, "$aws/things/RPI/shadow/update");
-    assert_eq!(String::from_utf8(payload).unwrap(), will);
-    assert!(
-        shadow.next(QUIET).is_none(),
-        "the will was republished twice"
-    );
+    support::assert_last_will_reaches_the_shadow(broker.port, &["-V", "mqttv311"]);
 
     let tagged = Subscriber::new(broker.port, "tag/out");
     publish(broker.port, &[("tag/in", br#"{"t":1}"#)]);

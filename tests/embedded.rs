@@ -155,25 +155,7 @@ republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
 "#,
         "lwt",
     );
-    let shadow = Subscriber::new(port, "$aws/things/RPI/shadow/update");
-    let will = r#"{"state":{"reported":{"connected":false}}}"#;
-    let mut device = mosquitto("mosquitto_sub", port)
-        .args(["-i", "RPI", "-t", "my/things/RPI/cmd"])
-        .args(["--will-topic", "my/things/RPI/update", "--will-qos", "1"])
-        .args(["--will-payload", will])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    device.kill().unwrap();
-    let _ = device.wait();
-    let (topic, payload) = shadow.next(WAIT).expect("the shadow update never arrived");
-    assert_eq!(topic, "$aws/things/RPI/shadow/update");
-    assert_eq!(String::from_utf8(payload).unwrap(), will);
-    assert!(
-        shadow.next(QUIET).is_none(),
-        "the will was republished more than once"
-    );
+    support::assert_last_will_reaches_the_shadow(port, &[]);
 }
 
 /// A subscriber with a persistent session gets, when it comes back, what the rule

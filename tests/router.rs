@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{publish, Mosquitto, Subscriber, TempDir, Topicrule};
@@ -37,40 +36,7 @@ republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
 "#,
         "lwt",
     );
-    let shadow = Subscriber::new(broker.port, "$aws/things/RPI/shadow/update");
-    let will = r#"{"state":{"reported":{"connected":false}}}"#;
-    let mut device = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port.to_string(),
-            "-i",
-            "RPI",
-            "-t",
-            "my/things/RPI/cmd",
-        ])
-        .args([
-            "--will-topic",
-            "my/things/RPI/update",
-            "--will-qos",
-            "1",
-            "--will-payload",
-            will,
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    device.kill().unwrap();
-    let _ = device.wait();
-    let (topic, payload) = shadow.next(WAIT).expect("the shadow update never arrived");
-    assert_eq!(topic, "$aws/things/RPI/shadow/update");
-    assert_eq!(String::from_utf8(payload).unwrap(), will);
-    assert!(
-        shadow.next(QUIET).is_none(),
-        "the will was republished more than once"
-    );
+    support::assert_last_will_reaches_the_shadow(broker.port, &[]);
 }
 
 #[test]

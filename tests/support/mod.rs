@@ -364,3 +364,39 @@ pub fn publish(port: u16, messages: &[(&str, &[u8])]) {
     }
     let _ = client.disconnect();
 }
+
+/// The seed scenario, from the broker's side: a device ("RPI", connecting with
+/// `mosquitto_sub` and `extra_args`) sets a Last Will on `my/things/RPI/update` and dies
+/// without a DISCONNECT. Asserts that the shadow topic receives exactly the will document,
+/// once, as a rule republishing to `$$aws/things/RPI/shadow/update` must deliver it.
+pub fn assert_last_will_reaches_the_shadow(port: u16, extra_args: &[&str]) {
+    let shadow = Subscriber::new(port, "$aws/things/RPI/shadow/update");
+    let will = r#"{"state":{"reported":{"connected":false}}}"#;
+    let mut device = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra_args)
+        .args(["-i", "RPI", "-t", "my/things/RPI/cmd"])
+        .args([
+            "--will-topic",
+            "my/things/RPI/update",
+            "--will-qos",
+            "1",
+            "--will-payload",
+            will,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    device.kill().unwrap();
+    let _ = device.wait();
+    let (topic, payload) = shadow
+        .next(Duration::from_secs(10))
+        .expect("the shadow update never arrived");
+    assert_eq!(topic, "$aws/things/RPI/shadow/update");
+    assert_eq!(String::from_utf8(payload).unwrap(), will);
+    assert!(
+        shadow.next(Duration::from_millis(700)).is_none(),
+        "the will was republished more than once"
+    );
+}
