@@ -213,3 +213,41 @@ fn aws_reference_examples() {
         failures.join("\n")
     );
 }
+
+/// The AST prints as SQL that parses back to the same tree, for every statement of the
+/// reference that parses.
+#[test]
+fn statements_print_back_to_the_same_tree() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/cases");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: CaseFile = toml::from_str(&text).unwrap();
+        for case in &file.case {
+            let Ok(tree) = sql::parse::parse_statement(&case.sql) else {
+                continue;
+            };
+            let printed = tree.to_string();
+            checked += 1;
+            match sql::parse::parse_statement(&printed) {
+                Ok(again) if again == tree => {}
+                Ok(_) => failures.push(format!(
+                    "{}\n  printed: {printed}\n  (a different tree)",
+                    case.sql
+                )),
+                Err(e) => {
+                    failures.push(format!("{}\n  printed: {printed}\n  error: {e}", case.sql))
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "only {checked} statements parsed");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
