@@ -313,7 +313,7 @@ impl fmt::Display for Expr {
             ExprKind::Unary {
                 op: UnaryOp::Neg,
                 expr,
-            } => write!(f, "(-{expr})"),
+            } => write!(f, "(- {expr})"),
             ExprKind::Chain { op, operands } => {
                 f.write_str("(")?;
                 for (i, operand) in operands.iter().enumerate() {
