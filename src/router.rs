@@ -33,6 +33,7 @@ use crate::actions::s3_store::Stores;
 use crate::actions::{file, s3, ActionError, Effect};
 use crate::config::{Protocol, Settings};
 use crate::engine::{Engine, Plan};
+use crate::sql::eval::MqttProperties;
 use session::{Client, Event, EventLoop, Message, Role};
 
 /// The capacity of the subscribing connection's request queue (acks); see `run`.
@@ -350,14 +351,25 @@ struct Worker {
     shutdown: CancellationToken,
 }
 
+/// The publisher's client id, when the broker tells it. MQTT does not carry it; the
+/// embedded broker adds it to MQTT 5 messages as the user property `x-mqtt-client-id`.
+fn publisher_id(properties: Option<&MqttProperties>) -> Option<&str> {
+    properties?
+        .user_properties
+        .iter()
+        .find(|(key, _)| key == "x-mqtt-client-id")
+        .map(|(_, value)| value.as_str())
+}
+
 impl Worker {
     async fn process(&self, publish: Message) {
         let topic = publish.topic().into_owned();
         let properties = publish.properties();
+        let clientid = publisher_id(properties.as_ref());
         let plans = self.engine.plan(
             &topic,
             publish.payload(),
-            None,
+            clientid,
             chrono::Utc::now().timestamp_millis(),
             properties.as_ref(),
         );

@@ -304,3 +304,25 @@ fn broker_flag_forces_the_embedded_broker() {
     );
     assert!(topicrule.stop().success());
 }
+
+/// On the embedded broker, `clientid()` is the publisher's client id, as on AWS: the broker
+/// tells it (mosquitto does not, so there it is "n/a").
+#[test]
+fn clientid_is_the_publishers_on_the_embedded_broker() {
+    let rules = r#"
+[[rule]]
+name = "who"
+sql = "SELECT clientid() AS c FROM 'who/+'"
+[[rule.actions]]
+republish = { topic = "who-out/${topic(2)}", qos = 1 }
+"#;
+    let (_topicrule, _dir, port) = start(rules, "clientid");
+    let out = Subscriber::new(port, "who-out/#");
+    let mut pub311 = mosquitto("mosquitto_pub", port);
+    pub311.args(["-q", "1", "-i", "sensor-42", "-t", "who/a", "-m", "{}"]);
+    run(pub311);
+    assert_eq!(
+        out.next(WAIT),
+        Some(("who-out/a".to_owned(), br#"{"c":"sensor-42"}"#.to_vec()))
+    );
+}
