@@ -30,6 +30,8 @@ pub struct Engine {
 pub struct Plan {
     pub rule: usize,
     pub rule_name: String,
+    /// The rule's output message, as its actions send it.
+    pub output: Vec<u8>,
     /// The effects of the actions that expanded, with the action's AWS name.
     pub effects: Vec<(&'static str, Effect)>,
     /// The actions that failed to expand (a bad topic, a path out of the base directory).
@@ -133,6 +135,7 @@ impl Engine {
             plans.push(Plan {
                 rule: index,
                 rule_name: rule.name.clone(),
+                output,
                 effects,
                 failures,
                 seen_topic: seen.to_owned(),

@@ -43,9 +43,11 @@ enum Command {
     /// Exit status: 0 all rules are valid; 2 some are not.
     Check(CheckArgs),
     /// Dry run: print, as JSON lines, every rule that fires on one message and what each of
-    /// its actions would do. Needs no broker.
+    /// its actions would do. Without --topic: run the `[[test]]` tables of the rule files.
+    /// Needs no broker.
     ///
-    /// Exit status: 0 some rule fired; 1 none did; 2 the rules are invalid.
+    /// Exit status: 0 some rule fired (every test passed); 1 none did (some test failed);
+    /// 2 the rules are invalid.
     Test(TestArgs),
     /// Evaluate one SQL statement on one message and print the output message.
     ///
@@ -78,11 +80,11 @@ struct CheckArgs {
 struct TestArgs {
     /// Rule files or directories [default: rules].
     paths: Vec<PathBuf>,
-    /// The topic the message arrives on.
-    #[arg(long)]
-    topic: String,
+    /// The topic the message arrives on; without it, the files' `[[test]]` tables run.
+    #[arg(long, requires = "message")]
+    topic: Option<String>,
     #[command(flatten)]
-    payload: PayloadArgs,
+    payload: TestPayloadArgs,
     /// The publisher's client id, as clientid() returns it.
     #[arg(long)]
     clientid: Option<String>,
@@ -114,6 +116,18 @@ struct EvalArgs {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct PayloadArgs {
+    /// The message payload as text; `-` reads it from standard input.
+    #[arg(long)]
+    payload: Option<String>,
+    /// Read the message payload from a file (bytes, JSON or not).
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+}
+
+/// The message of `test`: optional, since `test` alone runs the files' `[[test]]` tables.
+#[derive(Args)]
+#[group(id = "message", multiple = false, requires = "topic")]
+struct TestPayloadArgs {
     /// The message payload as text; `-` reads it from standard input.
     #[arg(long)]
     payload: Option<String>,
@@ -205,10 +219,18 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let Some(set) = load_rules(&paths) else {
         return Ok(ExitCode::from(2));
     };
-    let payload = args.payload.read()?;
+    let Some(topic) = args.topic else {
+        let tests = set.tests.clone();
+        return run_rule_tests(&Engine::new(set), &tests);
+    };
+    let payload = PayloadArgs {
+        payload: args.payload.payload,
+        payload_file: args.payload.payload_file,
+    }
+    .read()?;
     let engine = Engine::new(set);
     let now = chrono::Utc::now().timestamp_millis();
-    let plans = engine.plan(&args.topic, &payload, args.clientid.as_deref(), now, None);
+    let plans = engine.plan(&topic, &payload, args.clientid.as_deref(), now, None);
     let mut out = std::io::stdout().lock();
     for plan in &plans {
         let actions: Vec<_> = plan.effects.iter().map(|(_, e)| e.describe()).collect();
@@ -226,6 +248,59 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Runs the `[[test]]` tables: one line per test, `ok` or `FAIL` with what differs.
+fn run_rule_tests(engine: &Engine, tests: &[rules::RuleTest]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for test in tests {
+        let timestamp = test
+            .timestamp
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let plans = engine.plan(
+            &test.topic,
+            &test.payload,
+            test.clientid.as_deref(),
+            timestamp,
+            None,
+        );
+        let fired = plans
+            .iter()
+            .find(|p| test.rule.as_deref().is_none_or(|r| r == p.rule_name));
+        let got = fired.map(|p| {
+            serde_json::from_slice::<serde_json::Value>(&p.output)
+                .map_err(|_| String::from_utf8_lossy(&p.output).into_owned())
+        });
+        let problem = match (&test.expect, got) {
+            (None, None) => None,
+            (None, Some(_)) => Some("expected no rule to fire, but it fired".to_owned()),
+            (Some(_), None) => Some("expected an output, but the rule did not fire".to_owned()),
+            (Some(want), Some(Ok(output))) if *want == output => None,
+            (Some(want), Some(Ok(output))) => Some(format!("expected {want}\n     got {output}")),
+            (Some(want), Some(Err(raw))) => {
+                Some(format!("expected {want}\n     got (not JSON) {raw}"))
+            }
+        };
+        match problem {
+            None => writeln!(out, "ok   {} {}", test.place, test.name)?,
+            Some(why) => {
+                failed += 1;
+                writeln!(out, "FAIL {} {}\n     {why}", test.place, test.name)?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "{} of {} rule test(s) passed",
+        tests.len() - failed,
+        tests.len()
+    )?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -181,3 +181,57 @@ fn long_or_chains_are_flat() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `topicrule test` without a message runs the `[[test]]` tables of the rule files.
+#[test]
+fn rule_file_tests_run_and_report_failures() {
+    let out = topicrule(&["test", "rules"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).ends_with("4 of 4 rule test(s) passed\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    let dir = std::env::temp_dir().join(format!("topicrule-cli-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("r.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[rule]]
+name = "hot"
+sql = "SELECT temp FROM 'dev/+' WHERE temp > 30"
+
+[[test]]
+topic = "dev/a"
+payload = '{"temp": 31}'
+expect = '{"temp": 31.0}'
+
+[[test]]
+topic = "dev/a"
+payload = '{"temp": 20}'
+expect_none = true
+"#,
+    )
+    .unwrap();
+    let out = topicrule(&["test", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = stdout(&out);
+    assert!(
+        report.contains("FAIL ") && report.contains(r#"expected {"temp":31.0}"#),
+        "{report}"
+    );
+    assert!(report.contains("     got {\"temp\":31}"), "{report}");
+    assert!(report.ends_with("1 of 2 rule test(s) passed\n"), "{report}");
+
+    std::fs::write(&file, "[[rule]]\nname = \"a\"\nsql = \"SELECT * FROM 'a'\"\n\n[[test]]\nrule = \"b\"\ntopic = \"a\"\npayload = \"{}\"\nexpect_none = true\n").unwrap();
+    let out = topicrule(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no rule named `b`") && stderr(&out).contains("r.toml:6:8"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -131,6 +131,22 @@ pub struct Draft {
     pub error_action: Option<ActionDraft>,
 }
 
+/// A `[[test]]` table as read from a file.
+#[derive(Debug, Clone)]
+pub struct TestDraft {
+    pub name: Option<String>,
+    /// The rule named, with its place.
+    pub rule: Option<(String, Span)>,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub clientid: Option<String>,
+    pub timestamp: Option<i64>,
+    /// The expected output; None: the rule must not fire.
+    pub expect: Option<serde_json::Value>,
+    /// The whole table.
+    pub span: Span,
+}
+
 /// One action as read from a file.
 #[derive(Debug, Clone)]
 pub struct ActionDraft {

@@ -149,6 +149,25 @@ pub struct StoreId {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// The `[[test]]` tables of the TOML files, which `topicrule test` runs.
+    pub tests: Vec<RuleTest>,
+}
+
+/// A `[[test]]` of a rule file: one message, and what a rule must make of it.
+#[derive(Debug, Clone)]
+pub struct RuleTest {
+    /// For the report: the test's name, or the rule's and the topic.
+    pub name: String,
+    /// Where the test is written, as `file:line`.
+    pub place: String,
+    /// The rule checked; None with `expect: None`: no rule of the set may fire.
+    pub rule: Option<String>,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub clientid: Option<String>,
+    pub timestamp: Option<i64>,
+    /// The expected output message; None: the rule must not fire.
+    pub expect: Option<serde_json::Value>,
 }
 
 /// An error in a rule file, with its place.
@@ -196,6 +215,7 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
     }
     let mut rules: Vec<Rule> = Vec::new();
     let mut seen: Vec<(String, PathBuf)> = Vec::new();
+    let mut test_drafts = Vec::new();
     for path in files {
         let text: Arc<str> = match std::fs::read_to_string(&path) {
             Ok(text) => text.into(),
@@ -205,12 +225,20 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
             }
         };
         let drafts = if path.extension().is_some_and(|e| e == "json") {
-            aws_json::parse(&path, &text)
+            aws_json::parse(&path, &text).map(|drafts| (drafts, Vec::new()))
         } else {
             toml_file::parse(&text)
         };
         let drafts = match drafts {
-            Ok(drafts) => drafts,
+            Ok((drafts, tests)) => {
+                let names: Vec<String> = drafts.iter().map(|d| d.name.value.clone()).collect();
+                test_drafts.extend(
+                    tests
+                        .into_iter()
+                        .map(|t| (path.clone(), text.clone(), names.clone(), t)),
+                );
+                drafts
+            }
             Err(errs) => {
                 errors.extend(errs.into_iter().map(|e| e.into_rule_error(&path, &text)));
                 continue;
@@ -229,11 +257,63 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
             }
         }
     }
+    let mut tests = Vec::new();
+    for (path, text, file_rules, draft) in test_drafts {
+        match resolve_test(draft, &path, &text, &file_rules, &seen) {
+            Ok(test) => tests.push(test),
+            Err(e) => errors.push(e.into_rule_error(&path, &text)),
+        }
+    }
     if errors.is_empty() {
-        Ok(RuleSet { rules })
+        Ok(RuleSet { rules, tests })
     } else {
         Err(RuleErrors(errors))
     }
+}
+
+/// Checks the rule a test names (or picks the file's only rule) and places the test.
+fn resolve_test(
+    draft: draft::TestDraft,
+    path: &Path,
+    text: &str,
+    file_rules: &[String],
+    seen: &[(String, PathBuf)],
+) -> Result<RuleTest, draft::DraftError> {
+    let rule = match (&draft.rule, &draft.expect, file_rules) {
+        (Some((name, span)), _, _) => {
+            if !seen.iter().any(|(n, _)| n == name) {
+                return Err(draft::DraftError::new(
+                    *span,
+                    format!("no rule named `{name}`"),
+                ));
+            }
+            Some(name.clone())
+        }
+        (None, None, _) => None,
+        (None, Some(_), [only]) => Some(only.clone()),
+        (None, Some(_), _) => {
+            return Err(draft::DraftError::new(
+                draft.span,
+                "this test does not say which rule it checks",
+            )
+            .with_hint("add `rule = \"<name>\"`"));
+        }
+    };
+    let (line, _) = crate::diagnostic::line_col(text, draft.span.start);
+    let name = draft.name.clone().unwrap_or_else(|| match &rule {
+        Some(rule) => format!("{rule} on {}", draft.topic),
+        None => format!("nothing fires on {}", draft.topic),
+    });
+    Ok(RuleTest {
+        name,
+        place: format!("{}:{line}", path.display()),
+        rule,
+        topic: draft.topic,
+        payload: draft.payload,
+        clientid: draft.clientid,
+        timestamp: draft.timestamp,
+        expect: draft.expect,
+    })
 }
 
 fn file_error(path: &Path, message: String) -> RuleError {

@@ -6,7 +6,9 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::draft::{ActionDraft, ActionKind, BatchDraft, Draft, DraftError, HeadersDraft, Located};
+use super::draft::{
+    ActionDraft, ActionKind, BatchDraft, Draft, DraftError, HeadersDraft, Located, TestDraft,
+};
 use crate::sql::ast::Span;
 use crate::sql::SqlVersion;
 
@@ -16,6 +18,32 @@ struct RawDocument {
     /// The rules of the file.
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    /// Examples that `topicrule test` checks: a message and what a rule must make of it.
+    #[serde(default)]
+    test: Vec<Spanned<RawTest>>,
+}
+
+/// `[[test]]`: one message, and the output a rule must produce (or that no rule fires).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTest {
+    /// Shown in the report; defaults to the rule's name and the topic.
+    name: Option<String>,
+    /// The rule whose output is checked; may be left out when the file has one rule.
+    rule: Option<Spanned<String>>,
+    /// The topic the message arrives on.
+    topic: String,
+    /// The payload, as text (JSON or not).
+    payload: String,
+    /// What `clientid()` returns.
+    clientid: Option<String>,
+    /// What `timestamp()` returns, in milliseconds; defaults to the time of the run.
+    timestamp: Option<i64>,
+    /// The expected output message, as JSON text (numbers compared by their text).
+    expect: Option<Spanned<String>>,
+    /// `true`: the message must not fire the rule (or, without `rule`, any rule of the set).
+    #[serde(default)]
+    expect_none: bool,
 }
 
 #[derive(Deserialize)]
@@ -173,7 +201,7 @@ fn span_of<T>(s: &Spanned<T>) -> Span {
 }
 
 /// Reads the rules of a TOML file.
-pub fn parse(text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
+pub fn parse(text: &str) -> Result<(Vec<Draft>, Vec<TestDraft>), Vec<DraftError>> {
     let file: RawDocument = toml::from_str(text).map_err(|e| {
         let span = e
             .span()
@@ -188,7 +216,53 @@ pub fn parse(text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
         )
         .with_hint("add a `[[rule]]` table with a `name` and a `sql`")]);
     }
-    Ok(file.rule.iter().map(|rule| draft(text, rule)).collect())
+    let drafts = file.rule.iter().map(|rule| draft(text, rule)).collect();
+    let mut errors = Vec::new();
+    let tests = file
+        .test
+        .iter()
+        .filter_map(|t| test(t, &mut errors))
+        .collect();
+    if errors.is_empty() {
+        Ok((drafts, tests))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks a `[[test]]` table on its own; the rule it names is checked once all are loaded.
+fn test(raw: &Spanned<RawTest>, errors: &mut Vec<DraftError>) -> Option<TestDraft> {
+    let t = raw.get_ref();
+    let expect = match (&t.expect, t.expect_none) {
+        (Some(text), false) => match serde_json::from_str::<serde_json::Value>(text.get_ref()) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                errors.push(DraftError::new(
+                    span_of(text),
+                    format!("`expect` is not JSON: {e}"),
+                ));
+                return None;
+            }
+        },
+        (None, true) => None,
+        _ => {
+            errors.push(DraftError::new(
+                span_of(raw),
+                "a test needs exactly one of `expect` and `expect_none = true`",
+            ));
+            return None;
+        }
+    };
+    Some(TestDraft {
+        name: t.name.clone(),
+        rule: t.rule.as_ref().map(|r| (r.get_ref().clone(), span_of(r))),
+        topic: t.topic.clone(),
+        payload: t.payload.clone().into_bytes(),
+        clientid: t.clientid.clone(),
+        timestamp: t.timestamp,
+        expect,
+        span: span_of(raw),
+    })
 }
 
 fn draft(text: &str, rule: &Spanned<RawRule>) -> Draft {
