@@ -42,9 +42,10 @@ enum Command {
     ///
     /// Exit status: 0 all rules are valid; 2 some are not.
     Check(CheckArgs),
-    /// Dry run: print, as JSON lines, every rule that fires on one message and what each of
-    /// its actions would do. Without --topic: run the `[[test]]` tables of the rule files.
-    /// Needs no broker.
+    /// Try rules without a broker: on one message, or on the files' `[[test]]` tables.
+    ///
+    /// With --topic and --payload: print, as JSON lines, every rule that fires and what each
+    /// of its actions would do. Without them: run the `[[test]]` tables of the rule files.
     ///
     /// Exit status: 0 some rule fired (every test passed); 1 none did (some test failed);
     /// 2 the rules are invalid.
