@@ -13,7 +13,7 @@ use base64::Engine as _;
 
 use crate::actions::{ActionError, Effect};
 use crate::rules::{Rule, RuleSet};
-use crate::sql::compile::BASIC_INGEST_PREFIX;
+use crate::sql::compile::{basic_ingest, BASIC_INGEST_PREFIX};
 use crate::sql::eval::MqttProperties;
 use crate::sql::{Message, Value};
 use crate::topic::FilterTrie;
@@ -79,16 +79,24 @@ impl Engine {
         filters
     }
 
-    /// The rules a topic reaches: the one a Basic Ingest topic names, or every rule whose
-    /// FROM matches.
-    fn matching(&self, topic: &str) -> Vec<usize> {
-        if let Some(rest) = topic.strip_prefix(BASIC_INGEST_PREFIX) {
-            let name = rest.split('/').next().unwrap_or("");
-            return self.by_name.get(name).copied().into_iter().collect();
+    /// The rules a topic reaches, each with the topic as its `topic()` sees it: the rule a
+    /// Basic Ingest topic names, or every rule whose FROM matches (found by the trie, so the
+    /// filter is not matched a second time).
+    fn matching<'t>(&self, topic: &'t str) -> Vec<(usize, &'t str)> {
+        if topic.starts_with(BASIC_INGEST_PREFIX) {
+            let Some((name, rest)) = basic_ingest(topic) else {
+                return Vec::new();
+            };
+            return self
+                .by_name
+                .get(name)
+                .map(|&i| (i, rest))
+                .into_iter()
+                .collect();
         }
         let mut found = Vec::new();
         self.trie.matches(topic, &mut found);
-        found.into_iter().copied().collect()
+        found.into_iter().map(|&i| (i, topic)).collect()
     }
 
     /// Evaluates every matching rule on a message and expands its actions.
@@ -106,11 +114,8 @@ impl Engine {
         }
         let decoded = Arc::new(Value::from_payload(payload));
         let mut plans = Vec::new();
-        for index in matching {
+        for (index, seen) in matching {
             let rule = &self.rules[index];
-            let Some(seen) = rule.query.route(topic, &rule.name) else {
-                continue;
-            };
             let msg = Message {
                 topic: seen,
                 payload: &decoded,

@@ -19,7 +19,6 @@ use crate::sql::{parse, SqlError, SqlVersion, Value};
 pub struct Template {
     parts: Vec<Part>,
     version: SqlVersion,
-    source: String,
 }
 
 #[derive(Clone, Debug)]
@@ -76,19 +75,10 @@ impl Template {
             parts.push(Part::Literal(literal));
         }
         if errors.is_empty() {
-            Ok(Template {
-                parts,
-                version,
-                source: text.to_owned(),
-            })
+            Ok(Template { parts, version })
         } else {
             Err(errors)
         }
-    }
-
-    /// The template as written.
-    pub fn source(&self) -> &str {
-        &self.source
     }
 
     /// The text when the template has no substitution.

@@ -164,21 +164,16 @@ fn wss_url_connects_over_websockets_with_tls() {
 #[test]
 fn mqtt_3_1_1_carries_the_last_will_to_the_shadow() {
     let broker = Mosquitto::start();
-    let rules = r#"
-[[rule]]
-name = "rpi_connected"
-sql = "SELECT * FROM 'my/things/RPI/update'"
-[[rule.actions]]
-republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
-
+    let tagged = r#"
 [[rule]]
 name = "tagged"
 sql = "SELECT * FROM 'tag/in'"
 [[rule.actions]]
 republish = { topic = "tag/out", qos = 1, headers = { user_properties = [{ key = "k", value = "v" }] } }
 "#;
+    let rules = format!("{}{tagged}", support::LWT_RULE);
     let env = [("TOPICRULE_BROKER_PROTOCOL", "3.1.1")];
-    let (topicrule, _dir) = start(&broker.url(), rules, "v311", &env);
+    let (topicrule, _dir) = start(&broker.url(), &rules, "v311", &env);
     assert!(topicrule
         .log
         .iter()

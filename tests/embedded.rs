@@ -145,16 +145,7 @@ fn retained_messages_and_shared_subscriptions() {
 /// The seed scenario of tests/router.rs, on the embedded broker.
 #[test]
 fn last_will_is_republished_to_the_shadow_topic() {
-    let (_topicrule, _dir, port) = start(
-        r#"
-[[rule]]
-name = "rpi_connected"
-sql = "SELECT * FROM 'my/things/RPI/update'"
-[[rule.actions]]
-republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
-"#,
-        "lwt",
-    );
+    let (_topicrule, _dir, port) = start(support::LWT_RULE, "lwt");
     support::assert_last_will_reaches_the_shadow(port, &[]);
 }
 

@@ -25,17 +25,7 @@ fn start(broker: &Mosquitto, rules: &str, name: &str) -> (Topicrule, TempDir) {
 #[test]
 fn last_will_is_republished_to_the_shadow_topic() {
     let broker = Mosquitto::start();
-    let (_topicrule, _dir) = start(
-        &broker,
-        r#"
-[[rule]]
-name = "rpi_connected"
-sql = "SELECT * FROM 'my/things/RPI/update'"
-[[rule.actions]]
-republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
-"#,
-        "lwt",
-    );
+    let (_topicrule, _dir) = start(&broker, support::LWT_RULE, "lwt");
     support::assert_last_will_reaches_the_shadow(broker.port, &[]);
 }
 

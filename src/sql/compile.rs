@@ -107,13 +107,20 @@ impl Query {
     /// FROM says), and `topic()` sees what follows the rule's name; any other topic must
     /// match the FROM filter.
     pub fn route<'t>(&self, topic: &'t str, rule_name: &str) -> Option<&'t str> {
-        if let Some(rest) = topic.strip_prefix(BASIC_INGEST_PREFIX) {
-            let (name, rest) = rest.split_once('/')?;
-            return (name == rule_name && !rest.is_empty()).then_some(rest);
+        if topic.starts_with(BASIC_INGEST_PREFIX) {
+            let (name, rest) = basic_ingest(topic)?;
+            return (name == rule_name).then_some(rest);
         }
         let from = self.from.as_deref()?;
         crate::topic::matches(from, topic).then_some(topic)
     }
+}
+
+/// Splits a Basic Ingest topic `$aws/rules/<rule-name>/<rest>` into the rule's name and
+/// the topic as `topic()` sees it; None for any other topic, or when `<rest>` is empty.
+pub fn basic_ingest(topic: &str) -> Option<(&str, &str)> {
+    let (name, rest) = topic.strip_prefix(BASIC_INGEST_PREFIX)?.split_once('/')?;
+    (!rest.is_empty()).then_some((name, rest))
 }
 
 /// Parses and compiles a statement.

@@ -86,13 +86,6 @@ impl Num {
         }
     }
 
-    pub fn into_value(self) -> Value {
-        match self {
-            Num::Int(i) => Value::Int(i),
-            Num::Dec(d) => Value::Decimal(d),
-        }
-    }
-
     /// Compares two numbers by value, `1` and `1.0` being equal.
     pub fn compare(&self, other: &Num) -> Ordering {
         match (self, other) {

@@ -161,29 +161,14 @@ impl Topicrule {
     /// Starts `topicrule run` against `broker_url` with the rules in `rules`, and waits
     /// until it has subscribed.
     pub fn start(broker_url: &str, rules: &Path, base_dir: &Path, client_id: &str) -> Topicrule {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_topicrule"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
+        command
             .args(["run", "--rules"])
             .arg(rules)
             .env("TOPICRULE_BROKER_URL", broker_url)
             .env("TOPICRULE_BROKER_CLIENT_ID", client_id)
-            .env("TOPICRULE_FILE_BASE_DIR", base_dir)
-            .env("RUST_LOG", "topicrule=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut topicrule = Topicrule {
-            child,
-            lines,
-            log: Vec::new(),
-        };
+            .env("TOPICRULE_FILE_BASE_DIR", base_dir);
+        let mut topicrule = Topicrule::spawn(command);
         topicrule.wait_for_log("subscribed");
         topicrule
     }
@@ -364,6 +349,15 @@ pub fn publish(port: u16, messages: &[(&str, &[u8])]) {
     }
     let _ = client.disconnect();
 }
+
+/// The seed rule: a device's update topic (its Last Will) republished into its shadow.
+pub const LWT_RULE: &str = r#"
+[[rule]]
+name = "rpi_connected"
+sql = "SELECT * FROM 'my/things/RPI/update'"
+[[rule.actions]]
+republish = { topic = "$$aws/things/RPI/shadow/update", qos = 1 }
+"#;
 
 /// The seed scenario, from the broker's side: a device ("RPI", connecting with
 /// `mosquitto_sub` and `extra_args`) sets a Last Will on `my/things/RPI/update` and dies
