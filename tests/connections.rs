@@ -15,14 +15,6 @@ use support::{free_port, publish, wait_for_port, Mosquitto, Subscriber, TempDir,
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(700);
 
-const ECHO: &str = r#"
-[[rule]]
-name = "echo"
-sql = "SELECT * FROM 'in/+'"
-[[rule.actions]]
-republish = { topic = "out/${topic(2)}", qos = 1 }
-"#;
-
 /// Spawns `topicrule run` on `url` with `rules`, its own data directory, the `env`
 /// overrides and, when given, a settings file; it does not wait for the connection.
 fn spawn(
@@ -58,7 +50,7 @@ fn start(url: &str, rules: &str, name: &str, env: &[(&str, &str)]) -> (Topicrule
     (topicrule, dir)
 }
 
-/// A message on `in/<tag>` comes back on `out/<tag>` through the `ECHO` rule.
+/// A message on `in/<tag>` comes back on `out/<tag>` through `support::FORWARD_RULE`.
 fn assert_echoes(broker: &Mosquitto, tag: &str) {
     let out = Subscriber::new(broker.port, "out/#");
     let payload = format!(r#"{{"via":"{tag}"}}"#);
@@ -87,7 +79,7 @@ fn mqtts_verifies_the_broker_with_the_ca_file() {
     wait_for_port(port);
     let settings = format!("[broker]\nca_file = {:?}\n", pki.ca.display().to_string());
     let url = format!("mqtts://127.0.0.1:{port}");
-    let (mut topicrule, _dir) = spawn(&url, ECHO, "tls", &[], Some(&settings));
+    let (mut topicrule, _dir) = spawn(&url, support::FORWARD_RULE, "tls", &[], Some(&settings));
     topicrule.wait_for_log("subscribed");
     assert_echoes(&broker, "tls");
 }
@@ -105,7 +97,7 @@ fn mutual_tls_presents_the_client_certificate() {
     let ca = pki.ca.display().to_string();
     let (mut refused, _d) = spawn(
         &url,
-        ECHO,
+        support::FORWARD_RULE,
         "mtls-none",
         &[("TOPICRULE_BROKER_CA_FILE", &ca)],
         None,
@@ -121,7 +113,7 @@ fn mutual_tls_presents_the_client_certificate() {
         ("TOPICRULE_BROKER_CERT_FILE", cert.as_str()),
         ("TOPICRULE_BROKER_KEY_FILE", key.as_str()),
     ];
-    let (_topicrule, _dir) = start(&url, ECHO, "mtls", &env);
+    let (_topicrule, _dir) = start(&url, support::FORWARD_RULE, "mtls", &env);
     assert_echoes(&broker, "mtls");
 }
 
@@ -137,7 +129,7 @@ fn ws_url_connects_over_websockets() {
     let broker = Mosquitto::start_with(&websockets_listener(port, ""));
     wait_for_port(port);
     let url = format!("ws://127.0.0.1:{port}/mqtt");
-    let (_topicrule, _dir) = start(&url, ECHO, "ws", &[]);
+    let (_topicrule, _dir) = start(&url, support::FORWARD_RULE, "ws", &[]);
     assert_echoes(&broker, "ws");
 }
 
@@ -155,7 +147,12 @@ fn wss_url_connects_over_websockets_with_tls() {
     wait_for_port(port);
     let url = format!("wss://127.0.0.1:{port}/mqtt");
     let ca = pki.ca.display().to_string();
-    let (_topicrule, _dir) = start(&url, ECHO, "wss", &[("TOPICRULE_BROKER_CA_FILE", &ca)]);
+    let (_topicrule, _dir) = start(
+        &url,
+        support::FORWARD_RULE,
+        "wss",
+        &[("TOPICRULE_BROKER_CA_FILE", &ca)],
+    );
     assert_echoes(&broker, "wss");
 }
 
@@ -275,7 +272,7 @@ fn username_and_password_file_authenticate() {
         ("TOPICRULE_BROKER_USERNAME", "topicrule"),
         ("TOPICRULE_BROKER_PASSWORD", "wrong"),
     ];
-    let (mut refused, _d) = spawn(&url, ECHO, "auth-wrong", &wrong, None);
+    let (mut refused, _d) = spawn(&url, support::FORWARD_RULE, "auth-wrong", &wrong, None);
     refused.wait_for_log("broker connection lost");
     assert!(!refused.log.iter().any(|l| l.contains("subscribed")));
     refused.kill();
@@ -286,6 +283,6 @@ fn username_and_password_file_authenticate() {
         ("TOPICRULE_BROKER_USERNAME", "topicrule"),
         ("TOPICRULE_BROKER_PASSWORD_FILE", file.as_str()),
     ];
-    let (_topicrule, _dir) = start(&url, ECHO, "auth", &right);
+    let (_topicrule, _dir) = start(&url, support::FORWARD_RULE, "auth", &right);
     assert_echoes(&broker, "auth");
 }

@@ -77,17 +77,9 @@ fn publish5(port: u16, topic: &str, payload: &[u8]) {
     let _ = client.disconnect();
 }
 
-const REPUBLISH: &str = r#"
-[[rule]]
-name = "forward"
-sql = "SELECT * FROM 'in/+'"
-[[rule.actions]]
-republish = { topic = "out/${topic(2)}", qos = 1 }
-"#;
-
 #[test]
 fn mqtt_311_and_5_clients_exchange_messages_through_a_rule() {
-    let (_topicrule, _dir, port) = start(REPUBLISH, "clients");
+    let (_topicrule, _dir, port) = start(support::FORWARD_RULE, "clients");
     let v5 = Subscriber::new(port, "out/#");
     let mut v311 = mosquitto("mosquitto_sub", port);
     let v311 = v311
@@ -115,7 +107,7 @@ fn mqtt_311_and_5_clients_exchange_messages_through_a_rule() {
 
 #[test]
 fn retained_messages_and_shared_subscriptions() {
-    let (_topicrule, _dir, port) = start(REPUBLISH, "retained");
+    let (_topicrule, _dir, port) = start(support::FORWARD_RULE, "retained");
     let mut retain = mosquitto("mosquitto_pub", port);
     retain.args(["-q", "1", "-r", "-t", "status/pi", "-m", "online"]);
     run(retain);
@@ -153,7 +145,7 @@ fn last_will_is_republished_to_the_shadow_topic() {
 /// republished while it was away, even across a restart of topicrule and its broker.
 #[test]
 fn offline_persistent_subscriber_gets_its_queued_messages() {
-    let (topicrule, dir, port) = start(REPUBLISH, "offline");
+    let (topicrule, dir, port) = start(support::FORWARD_RULE, "offline");
     let keeper = |extra: &[&str]| {
         let mut sub = mosquitto("mosquitto_sub", port);
         sub.args(["-c", "-i", "keeper", "-q", "1", "-t", "out/#", "-v"])
@@ -255,7 +247,7 @@ republish = { topic = "flood/out", qos = 1 }
 
 #[test]
 fn a_second_topicrule_on_the_same_port_fails_at_start() {
-    let (_first, dir, port) = start(REPUBLISH, "in-use");
+    let (_first, dir, port) = start(support::FORWARD_RULE, "in-use");
     let output = command(&dir, port)
         .env(
             "TOPICRULE_BROKER_EMBEDDED_DATA_DIR",
@@ -279,7 +271,7 @@ fn a_second_topicrule_on_the_same_port_fails_at_start() {
 #[test]
 fn broker_flag_forces_the_embedded_broker() {
     let dir = TempDir::new("flag");
-    dir.write("rules/rules.toml", REPUBLISH);
+    dir.write("rules/rules.toml", support::FORWARD_RULE);
     let port = free_port();
     let mut command = command(&dir, port);
     command

@@ -350,6 +350,15 @@ pub fn publish(port: u16, messages: &[(&str, &[u8])]) {
     let _ = client.disconnect();
 }
 
+/// A rule that forwards every message on `in/<tag>` to `out/<tag>`.
+pub const FORWARD_RULE: &str = r#"
+[[rule]]
+name = "forward"
+sql = "SELECT * FROM 'in/+'"
+[[rule.actions]]
+republish = { topic = "out/${topic(2)}", qos = 1 }
+"#;
+
 /// The seed rule: a device's update topic (its Last Will) republished into its shadow.
 pub const LWT_RULE: &str = r#"
 [[rule]]
