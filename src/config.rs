@@ -1,6 +1,7 @@
 //! The engine's own settings: `topicrule.toml`, overridden by `TOPICRULE_*` variables.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroU64};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -175,20 +176,28 @@ impl Default for FileSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct RouterSettings {
     /// Messages being processed at once; also the MQTT 5 receive maximum announced to the
-    /// broker, so that it never sends more unacknowledged messages than this.
-    pub max_in_flight: u16,
+    /// broker, so that it never sends more unacknowledged messages than this. At least 1.
+    pub max_in_flight: NonZeroU16,
     /// Attempts of an action that fails on its sink before the error action runs.
     pub action_attempts: u32,
     /// Seconds to finish in-flight messages after SIGINT/SIGTERM.
     pub shutdown_grace: u64,
+    /// Seconds a republish waits for the broker's PUBACK before the attempt fails (and is
+    /// retried under the retry policy): no wait on the broker is unbounded.
+    pub publish_timeout: NonZeroU64,
+    /// Seconds without progress, while messages are in flight, after which the watchdog
+    /// logs what is stuck and reconnects to the broker.
+    pub stall_timeout: NonZeroU64,
 }
 
 impl Default for RouterSettings {
     fn default() -> RouterSettings {
         RouterSettings {
-            max_in_flight: 256,
+            max_in_flight: NonZeroU16::new(256).expect("not zero"),
             action_attempts: 3,
             shutdown_grace: 10,
+            publish_timeout: NonZeroU64::new(30).expect("not zero"),
+            stall_timeout: NonZeroU64::new(60).expect("not zero"),
         }
     }
 }

@@ -7,12 +7,16 @@
 //! - `engine`: the rule set indexed by topic: a message to the effects of its rules;
 //! - `actions`: republish, s3 and file, each in two steps: prepare (pure) and execute;
 //! - `router`: the MQTT sessions (MQTT 5 or 3.1.1; TCP, TLS, WebSockets): subscribe,
-//!   dispatch, acknowledge, reconnect, shut down;
+//!   dispatch, acknowledge, reconnect, watch for stalls, shut down;
+//! - `worker`: one message's way from its rules to its acknowledgement: effects, retries,
+//!   error actions;
+//! - `backoff`: pauses between attempts, exponential with jitter;
 //! - `broker`: the embedded broker, hosted when no broker URL is configured;
 //! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
 //! - `diagnostic`: errors rendered with `file:line:col`, the source line and a caret.
 
 pub mod actions;
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod diagnostic;
@@ -22,3 +26,4 @@ pub mod rules;
 pub mod sql;
 pub mod template;
 pub mod topic;
+pub mod worker;

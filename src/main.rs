@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -319,7 +320,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("loaded {} rule(s)", set.rules.len());
     let engine = Engine::new(set);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
@@ -331,18 +332,22 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let stats = router::run(settings, engine, shutdown).await;
         // After the router: its last acknowledgements go through the embedded broker.
         if let Some(broker) = broker {
-            broker.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), broker.shutdown()).await;
         }
         let stats = stats?;
         tracing::info!(
-            "stopped: {} received, {} acknowledged, {} left for redelivery, {} action failures",
+            "stopped: {} received ({} redelivered by the broker), {} acknowledged, {} left for redelivery, {} action failures",
             stats.received.load(Ordering::Relaxed),
+            stats.redelivered.load(Ordering::Relaxed),
             stats.acknowledged.load(Ordering::Relaxed),
-            stats.left_unacknowledged.load(Ordering::Relaxed),
+            stats.left_for_redelivery(),
             stats.action_failures.load(Ordering::Relaxed),
         );
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // A file write still blocking a thread (a hung disk) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 /// Starts the embedded broker when no broker URL is set, and points the router at it.

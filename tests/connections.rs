@@ -102,7 +102,7 @@ fn mutual_tls_presents_the_client_certificate() {
         &[("TOPICRULE_BROKER_CA_FILE", &ca)],
         None,
     );
-    refused.wait_for_log("broker connection lost");
+    refused.wait_for_log("cannot connect to the broker");
     assert!(!refused.log.iter().any(|l| l.contains("subscribed")));
     refused.kill();
 
@@ -273,7 +273,7 @@ fn username_and_password_file_authenticate() {
         ("TOPICRULE_BROKER_PASSWORD", "wrong"),
     ];
     let (mut refused, _d) = spawn(&url, support::FORWARD_RULE, "auth-wrong", &wrong, None);
-    refused.wait_for_log("broker connection lost");
+    refused.wait_for_log("cannot connect to the broker");
     assert!(!refused.log.iter().any(|l| l.contains("subscribed")));
     refused.kill();
 

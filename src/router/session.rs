@@ -50,6 +50,14 @@ impl Message {
         }
     }
 
+    /// Whether the broker marked it as a redelivery (the DUP flag).
+    pub fn dup(&self) -> bool {
+        match self {
+            Message::V4(p) => p.dup,
+            Message::V5(p) => p.dup,
+        }
+    }
+
     /// The MQTT 5 properties; MQTT 3.1.1 has none.
     pub fn properties(&self) -> Option<MqttProperties> {
         match self {
@@ -134,6 +142,16 @@ impl EventLoop {
     }
 }
 
+impl EventLoop {
+    /// Drops the connection (the watchdog's recycling); the next poll reconnects.
+    pub fn clean(&mut self) {
+        match self {
+            EventLoop::V4(events) => events.clean(),
+            EventLoop::V5(events) => events.clean(),
+        }
+    }
+}
+
 impl Client {
     /// Queues a SUBSCRIBE of `filters` at QoS 1 without waiting (see `poll_subscriber`).
     pub fn try_subscribe(&self, filters: &[String]) -> Result<(), String> {
@@ -143,36 +161,35 @@ impl Client {
         }
     }
 
-    /// Queues the PUBACK of `message` without waiting; false when the queue is full.
-    pub fn try_ack(&self, message: &Message) -> bool {
-        match (self, message) {
-            (Client::V4(c), Message::V4(p)) => c.try_ack(p).is_ok(),
-            (Client::V5(c), Message::V5(p)) => c.try_ack(p).is_ok(),
-            _ => unreachable!("a message is acknowledged on the connection it came from"),
-        }
-    }
-
-    /// Queues the PUBACK of `message`, waiting for room in the queue.
-    pub async fn ack(&self, message: &Message) {
-        let _ = match (self, message) {
-            (Client::V4(c), Message::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Client::V5(c), Message::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+    /// Queues the PUBACK of `message` without waiting. The queue has room for an ack of
+    /// every message topicrule holds (see `router::run`); if it ever had none, the message
+    /// stays unacknowledged and the broker redelivers it.
+    pub fn try_ack(&self, message: &Message) {
+        let queued = match (self, message) {
+            (Client::V4(c), Message::V4(p)) => c.try_ack(p).map_err(|e| e.to_string()),
+            (Client::V5(c), Message::V5(p)) => c.try_ack(p).map_err(|e| e.to_string()),
             _ => unreachable!("a message is acknowledged on the connection it came from"),
         };
-    }
-
-    /// Queues a publish; `PendingAcks` then follows it to its PUBACK.
-    pub async fn publish(&self, req: &PublishRequest) -> Result<(), String> {
-        match self {
-            Client::V4(c) => v4::publish(c, req).await,
-            Client::V5(c) => v5::publish(c, req).await,
+        if let Err(e) = queued {
+            tracing::error!(
+                "cannot queue an acknowledgement: {e}; the broker will redeliver the message"
+            );
         }
     }
 
-    pub async fn disconnect(&self) {
+    /// Queues a publish without waiting (see `publisher`, which keeps room for it).
+    pub fn try_publish(&self, req: &PublishRequest) -> Result<(), String> {
+        match self {
+            Client::V4(c) => v4::try_publish(c, req),
+            Client::V5(c) => v5::try_publish(c, req),
+        }
+    }
+
+    /// Queues a DISCONNECT without waiting.
+    pub fn try_disconnect(&self) {
         let _ = match self {
-            Client::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
         };
     }
 }

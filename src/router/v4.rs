@@ -36,9 +36,11 @@ pub(super) fn options(
         Role::Subscriber => {
             o.set_clean_session(false);
             o.set_manual_acks(true);
+            o.set_inflight(8); // It publishes nothing.
         }
         Role::Publisher => {
             o.set_clean_session(true);
+            o.set_inflight(settings.router.max_in_flight.get());
         }
     }
     o
@@ -83,15 +85,14 @@ pub(super) fn try_subscribe(client: &AsyncClient, filters: &[String]) -> Result<
 }
 
 /// Publishes without the MQTT 5 headers, which MQTT 3.1.1 cannot carry.
-pub(super) async fn publish(client: &AsyncClient, req: &PublishRequest) -> Result<(), String> {
+pub(super) fn try_publish(client: &AsyncClient, req: &PublishRequest) -> Result<(), String> {
     let qos = if req.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
     client
-        .publish(req.topic.clone(), qos, req.retain, req.payload.clone())
-        .await
+        .try_publish(req.topic.clone(), qos, req.retain, req.payload.clone())
         .map_err(|e| e.to_string())
 }
 

@@ -16,6 +16,9 @@ use super::transport::Endpoint;
 use crate::actions::republish::PublishRequest;
 use crate::config::Settings;
 
+/// Outgoing in-flight publishes the subscribing connection has room for (it has none).
+const SUBSCRIBER_OUTGOING: u16 = 8;
+
 pub(super) fn options(
     settings: &Settings,
     endpoint: Endpoint,
@@ -34,10 +37,14 @@ pub(super) fn options(
             o.set_clean_start(false);
             o.set_session_expiry_interval(Some(settings.broker.session_expiry));
             o.set_manual_acks(true);
-            o.set_receive_maximum(Some(settings.router.max_in_flight));
+            o.set_receive_maximum(Some(settings.router.max_in_flight.get()));
+            // It publishes nothing: rumqttc's table of outgoing publishes stays small
+            // (by default it is sized for 65,535 of them, 14 MB).
+            o.set_outgoing_inflight_upper_limit(SUBSCRIBER_OUTGOING);
         }
         Role::Publisher => {
             o.set_clean_start(true);
+            o.set_outgoing_inflight_upper_limit(settings.router.max_in_flight.get());
         }
     }
     o
@@ -87,21 +94,20 @@ pub(super) fn try_subscribe(client: &AsyncClient, filters: &[String]) -> Result<
         .map_err(|e| e.to_string())
 }
 
-pub(super) async fn publish(client: &AsyncClient, req: &PublishRequest) -> Result<(), String> {
+pub(super) fn try_publish(client: &AsyncClient, req: &PublishRequest) -> Result<(), String> {
     let qos = if req.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
     client
-        .publish_with_properties(
+        .try_publish_with_properties(
             req.topic.clone(),
             qos,
             req.retain,
             req.payload.clone(),
             properties(req),
         )
-        .await
         .map_err(|e| e.to_string())
 }
 

@@ -1,0 +1,242 @@
+//! What happens to one message between its arrival and its acknowledgement: the rules it
+//! fires, their effects executed, the retry and error-action policy.
+//!
+//! Invariant: `process` returns true (acknowledge) only when every effect of every rule the
+//! message fired is done, or failed in a way no retry can mend and the rule's error action
+//! ran; a failure on a sink is retried until it succeeds or topicrule stops, and a message
+//! interrupted by the stop returns false (left for redelivery).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::s3_store::Stores;
+use crate::actions::{file, s3, ActionError, Effect};
+use crate::engine::{Engine, Plan};
+use crate::router::{Publisher, Stats};
+use crate::sql::eval::MqttProperties;
+
+/// Processes messages: evaluates the rules, runs the actions.
+pub struct Worker {
+    pub engine: Engine,
+    pub publisher: Publisher,
+    pub base_dir: PathBuf,
+    /// The S3 clients, built once at start.
+    pub s3: Stores,
+    /// Attempts of an effect before the error action runs.
+    pub attempts: u32,
+    pub stats: Arc<Stats>,
+    /// What each message in flight is doing, for the watchdog.
+    pub activity: Activity,
+    /// Cancelled at SIGINT/SIGTERM: retries stop, their messages stay unacknowledged.
+    pub shutdown: CancellationToken,
+}
+
+/// The publisher's client id, when the broker tells it. MQTT does not carry it; the
+/// embedded broker adds it to MQTT 5 messages as the user property `x-mqtt-client-id`.
+fn publisher_id(properties: Option<&MqttProperties>) -> Option<&str> {
+    properties?
+        .user_properties
+        .iter()
+        .find(|(key, _)| key == "x-mqtt-client-id")
+        .map(|(_, value)| value.as_str())
+}
+
+impl Worker {
+    /// Runs the rules `topic` fires; true when the message may be acknowledged.
+    pub async fn process(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        properties: Option<&MqttProperties>,
+    ) -> bool {
+        let plans = self.engine.plan(
+            topic,
+            payload,
+            publisher_id(properties),
+            chrono::Utc::now().timestamp_millis(),
+            properties,
+        );
+        tracing::debug!("message on `{topic}`: {} rule(s) fire", plans.len());
+        if plans.is_empty() {
+            return true;
+        }
+        let id = self.activity.start(topic);
+        let mut done = true;
+        for plan in &plans {
+            done &= self.run_plan(id, plan, topic, payload).await;
+        }
+        self.activity.finish(id);
+        if !done {
+            tracing::warn!("a message on `{topic}` is left unacknowledged; the broker will redeliver it on the next session");
+        }
+        done
+    }
+
+    /// Runs one rule's effects. Any failure runs the rule's error action, once (AWS's
+    /// behaviour). An effect that failed on its sink (a store down, a full disk) is then
+    /// retried until it succeeds, holding the message: it is acknowledged only when every
+    /// effect is done, and the workers it keeps busy push back on the broker. A failure no
+    /// retry can mend (a template that expands to a bad topic) is not retried. Returns false
+    /// only when a shutdown interrupts the retries.
+    async fn run_plan(&self, id: u64, plan: &Plan, topic: &str, payload: &[u8]) -> bool {
+        let mut failures = plan.failures.clone();
+        let mut to_retry = Vec::new();
+        for (name, effect) in &plan.effects {
+            self.activity.step(id, &plan.rule_name, name, false);
+            if let Err(e) = self.execute(effect).await {
+                failures.push((*name, e));
+                to_retry.push((*name, effect));
+            }
+        }
+        if failures.is_empty() {
+            return true;
+        }
+        self.stats
+            .action_failures
+            .fetch_add(failures.len() as u64, Ordering::Relaxed);
+        for (action, error) in &failures {
+            tracing::warn!(
+                "rule `{}`: action `{action}` failed: {}",
+                plan.rule_name,
+                error.message
+            );
+        }
+        self.run_error_action(plan, topic, payload, &failures).await;
+        for (name, effect) in to_retry {
+            self.activity.step(id, &plan.rule_name, name, true);
+            if !self.retry_until_done(&plan.rule_name, effect).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn run_error_action(
+        &self,
+        plan: &Plan,
+        topic: &str,
+        payload: &[u8],
+        failures: &[(&'static str, ActionError)],
+    ) {
+        let result = match self.engine.error_effect(plan, topic, payload, failures) {
+            None => return,
+            Some(Ok(effect)) => self.execute(&effect).await,
+            Some(Err(e)) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                "rule `{}`: the error action failed too: {}",
+                plan.rule_name,
+                e.message
+            );
+        }
+    }
+
+    /// Retries an effect with a growing pause (up to a minute) until it succeeds; false when
+    /// topicrule shuts down first.
+    async fn retry_until_done(&self, rule: &str, effect: &Effect) -> bool {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            tracing::warn!(
+                "rule `{rule}`: retrying a failed action in {delay:?}; the message waits"
+            );
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            if self.execute(effect).await.is_ok() {
+                tracing::info!("rule `{rule}`: the action succeeded on retry");
+                return true;
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    /// Runs an effect, retrying with backoff.
+    async fn execute(&self, effect: &Effect) -> Result<(), ActionError> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let result = match effect {
+                Effect::Publish(req) => self.publisher.publish(req).await,
+                Effect::Append(req) => file::execute(&self.base_dir, req).await,
+                Effect::Put(req) => s3::execute(&self.s3, req).await,
+            };
+            match result {
+                Err(e) if attempt < self.attempts && !self.shutdown.is_cancelled() => {
+                    tracing::debug!(
+                        "attempt {attempt} failed: {}; retrying in {delay:?}",
+                        e.message
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// What each message in flight is doing: its topic, and the rule and action it waits on.
+/// The watchdog reads it when nothing progresses.
+#[derive(Default)]
+pub struct Activity {
+    next_id: AtomicU64,
+    doing: Mutex<HashMap<u64, Doing>>,
+}
+
+/// One message in flight.
+#[derive(Debug, Clone)]
+pub struct Doing {
+    pub topic: String,
+    pub since: Instant,
+    /// The rule and action it is on, since when, and whether that action is being retried
+    /// after a failure on its sink (a known wait, not a stall).
+    pub step: Option<(String, &'static str, Instant)>,
+    pub retrying: bool,
+}
+
+impl Activity {
+    fn start(&self, topic: &str) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let doing = Doing {
+            topic: topic.to_owned(),
+            since: Instant::now(),
+            step: None,
+            retrying: false,
+        };
+        self.lock().insert(id, doing);
+        id
+    }
+
+    fn step(&self, id: u64, rule: &str, action: &'static str, retrying: bool) {
+        if let Some(doing) = self.lock().get_mut(&id) {
+            let same = matches!(&doing.step, Some((r, a, _)) if r == rule && *a == action);
+            if !same {
+                doing.step = Some((rule.to_owned(), action, Instant::now()));
+            }
+            doing.retrying = retrying;
+        }
+    }
+
+    fn finish(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// The messages in flight, oldest first.
+    pub fn snapshot(&self) -> Vec<Doing> {
+        let mut all: Vec<Doing> = self.lock().values().cloned().collect();
+        all.sort_by_key(|d| d.since);
+        all
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Doing>> {
+        self.doing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
