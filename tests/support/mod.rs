@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 pub mod certs;
+pub mod proxy;
 pub mod s3;
+pub mod stream;
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
@@ -125,6 +127,27 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// Kills the broker with SIGKILL (a crash: it keeps only what it last saved) and
+    /// returns its directory for a restart.
+    pub fn crash(mut self) -> (TempDir, u16) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        (dir, self.port)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the broker: a frozen broker keeps its
+    /// connections open and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -203,9 +226,14 @@ impl Topicrule {
 
     /// Waits for a log line containing `text`.
     pub fn wait_for_log(&mut self, text: &str) {
+        self.wait_for_logs(text, 1);
+    }
+
+    /// Waits until `count` log lines contain `text`.
+    pub fn wait_for_logs(&mut self, text: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if self.log.iter().any(|l| l.contains(text)) {
+            if self.log.iter().filter(|l| l.contains(text)).count() >= count {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
