@@ -11,9 +11,14 @@
 //! session for the republish actions; each publish waits for its own PUBACK). Every wait
 //! has a deadline, and the watchdog reconnects both when messages stop progressing.
 //!
+//! Between them, `lanes`: the messages of one topic are processed one at a time, in arrival
+//! order, different topics in parallel; and the subscriber sends the PUBACKs in arrival
+//! order too, each once its message and every earlier one have finished.
+//!
 //! `session` gives both protocols (`v5`, and `v4` for MQTT 3.1.1) one shape, and `transport`
 //! turns the broker URL (mqtt, mqtts, ws, wss) and the TLS files into a connection.
 
+mod lanes;
 mod publisher;
 mod session;
 mod subscriber;
@@ -33,6 +38,7 @@ use crate::actions::s3_store::Stores;
 use crate::config::{Protocol, Settings};
 use crate::engine::Engine;
 use crate::worker::{Activity, Worker};
+use lanes::{Held, Lanes};
 pub use publisher::Publisher;
 use session::Role;
 use subscriber::{Delivery, Subscriber};
@@ -135,6 +141,7 @@ pub async fn run(
     let watchdog = tokio::spawn(watchdog(worker.clone(), stall, recycle));
 
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let lanes = Arc::new(Lanes::default());
     let tasks = TaskTracker::new();
     loop {
         let delivery = tokio::select! {
@@ -150,22 +157,20 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             permit = in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
-        let worker = worker.clone();
-        let acks = acks_tx.clone();
+        let Some(first) = lanes.enqueue((delivery, permit)) else {
+            continue; // Behind the messages of its topic, in their lane.
+        };
+        let (worker, acks, lanes) = (worker.clone(), acks_tx.clone(), lanes.clone());
         tasks.spawn(async move {
-            let done = {
-                let message = &delivery.message;
-                let properties = message.properties();
-                worker
-                    .process(&message.topic(), message.payload(), properties.as_ref())
-                    .await
-            };
-            worker.stats.processed.fetch_add(1, Ordering::Relaxed);
-            if done {
-                // Never waits: the queue has room for every message held (see `held`).
-                let _ = acks.send(delivery).await;
+            let topic = first.0.message.topic().into_owned();
+            let mut held = first;
+            loop {
+                process(&worker, held, &acks).await;
+                match lanes.next(&topic) {
+                    Some(next) => held = next,
+                    None => break,
+                }
             }
-            drop(permit);
         });
     }
     tasks.close();
@@ -181,6 +186,23 @@ pub async fn run(
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
     Ok(stats)
+}
+
+/// Processes one message of a lane and hands it back to the subscriber to be acknowledged.
+async fn process(worker: &Worker, (delivery, permit): Held, acks: &mpsc::Sender<Delivery>) {
+    let done = {
+        let message = &delivery.message;
+        let properties = message.properties();
+        worker
+            .process(&message.topic(), message.payload(), properties.as_ref())
+            .await
+    };
+    worker.stats.processed.fetch_add(1, Ordering::Relaxed);
+    if done {
+        // Never waits: the queue has room for every message held (see `held` in `run`).
+        let _ = acks.send(delivery).await;
+    }
+    drop(permit);
 }
 
 /// Checks that messages in flight progress. When none has finished for `stall` while some
@@ -207,9 +229,10 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycle: watch::Sender<u
         }
         last_progress.1 = Instant::now();
         let oldest = &in_flight[0];
-        let step = match &oldest.step {
+        let step = match oldest.step {
             Some((rule, action, since)) => format!(
-                ", at rule `{rule}` action `{action}` for {:?}{}",
+                ", at rule `{}` action `{action}` for {:?}{}",
+                worker.engine.rules()[rule].name,
                 since.elapsed(),
                 if oldest.retrying {
                     " (retrying after a failure of its sink)"

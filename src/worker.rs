@@ -87,7 +87,7 @@ impl Worker {
         let mut failures = plan.failures.clone();
         let mut to_retry = Vec::new();
         for (name, effect) in &plan.effects {
-            self.activity.step(id, &plan.rule_name, name, false);
+            self.activity.step(id, plan.rule, name, false);
             if let Err(e) = self.execute(effect).await {
                 failures.push((*name, e));
                 to_retry.push((*name, effect));
@@ -108,7 +108,7 @@ impl Worker {
         }
         self.run_error_action(plan, topic, payload, &failures).await;
         for (name, effect) in to_retry {
-            self.activity.step(id, &plan.rule_name, name, true);
+            self.activity.step(id, plan.rule, name, true);
             if !self.retry_until_done(&plan.rule_name, effect).await {
                 return false;
             }
@@ -196,9 +196,10 @@ pub struct Activity {
 pub struct Doing {
     pub topic: String,
     pub since: Instant,
-    /// The rule and action it is on, since when, and whether that action is being retried
-    /// after a failure on its sink (a known wait, not a stall).
-    pub step: Option<(String, &'static str, Instant)>,
+    /// The rule (its index in the rule set) and action it is on, and since when.
+    pub step: Option<(usize, &'static str, Instant)>,
+    /// Whether that action is being retried after a failure of its sink: a known wait,
+    /// not a stall.
     pub retrying: bool,
 }
 
@@ -215,11 +216,10 @@ impl Activity {
         id
     }
 
-    fn step(&self, id: u64, rule: &str, action: &'static str, retrying: bool) {
+    fn step(&self, id: u64, rule: usize, action: &'static str, retrying: bool) {
         if let Some(doing) = self.lock().get_mut(&id) {
-            let same = matches!(&doing.step, Some((r, a, _)) if r == rule && *a == action);
-            if !same {
-                doing.step = Some((rule.to_owned(), action, Instant::now()));
+            if !matches!(doing.step, Some((r, a, _)) if r == rule && a == action) {
+                doing.step = Some((rule, action, Instant::now()));
             }
             doing.retrying = retrying;
         }

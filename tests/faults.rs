@@ -388,8 +388,10 @@ fn republishes_waiting_for_their_puback_survive_a_broker_restart() {
         "waiting",
     );
     proxy.hold_current();
+    // A topic each: a topic's messages are processed one at a time (in order), so 256
+    // publishes wait at once only when they are on 256 topics.
     let count = MAX_IN_FLIGHT;
-    let topics: Vec<String> = (0..count).map(|seq| format!("in/{}", seq % 8)).collect();
+    let topics: Vec<String> = (0..count).map(|seq| format!("in/{seq}")).collect();
     let bodies: Vec<String> = (0..count).map(payload).collect();
     let messages: Vec<(&str, &[u8])> = topics
         .iter()
@@ -454,4 +456,50 @@ fn sigterm_ends_a_stalled_topicrule() {
         took <= Duration::from_secs(2 + 5),
         "topicrule took {took:?} to stop"
     );
+}
+
+/// A republish whose PUBACK never comes (a proxy holds it back) and a long
+/// `publish_timeout`: the watchdog notices that nothing progresses, says what is stuck,
+/// and reconnects; the republish is sent again on the new connection and arrives.
+#[test]
+fn the_watchdog_recovers_a_stalled_republish() {
+    let broker = Mosquitto::start();
+    let proxy = HoldingProxy::start(broker.port, b"-pub");
+    let dir = TempDir::new("watchdog");
+    dir.write("rules/forward.toml", support::FORWARD_RULE);
+    dir.write(
+        "topicrule.toml",
+        "[router]\npublish_timeout = 600\nstall_timeout = 2\n",
+    );
+    let collector = Collector::start(broker.port, "out/#");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
+    command
+        .current_dir(dir.path())
+        .args(["run", "--rules", "rules"])
+        .env(
+            "TOPICRULE_BROKER_URL",
+            format!("mqtt://127.0.0.1:{}", proxy.port),
+        )
+        .env("TOPICRULE_FILE_BASE_DIR", dir.path().join("data"));
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed");
+    proxy.hold_current();
+    support::publish(broker.port, &[("in/stuck", payload(7).as_bytes())]);
+    topicrule.wait_for_log("stalled: no message finished");
+    let stalled = topicrule
+        .log
+        .iter()
+        .find(|l| l.contains("stalled"))
+        .unwrap()
+        .clone();
+    assert!(
+        stalled.contains("on `in/stuck`") && stalled.contains("rule `forward`"),
+        "{stalled}"
+    );
+    topicrule.wait_for_log("reconnecting to the broker to recover from the stall");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !collector.seqs().contains(&7) {
+        assert!(Instant::now() < deadline, "the republish never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -128,7 +128,7 @@ impl Connection {
                     self.fail_all("the connection was recycled by the watchdog");
                 }
                 Some(job) = queue.recv(), if can_hand_over => self.hand_over(job),
-                event = poll_after(&mut self.event_loop, reconnect_at) => match event {
+                event = self.event_loop.poll_after(reconnect_at) => match event {
                     Ok(event) => {
                         reconnect_at = None;
                         if matches!(event, Event::Connected { .. }) {
@@ -205,16 +205,4 @@ impl Connection {
             let _ = waiter.send(Err(reason.to_owned()));
         }
     }
-}
-
-/// Polls the event loop, first waiting until `at` (a reconnection's pause). Cancel-safe:
-/// a cancelled wait is started again with the same deadline.
-pub(super) async fn poll_after(
-    event_loop: &mut EventLoop,
-    at: Option<Instant>,
-) -> Result<Event, String> {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at.into()).await;
-    }
-    event_loop.poll().await
 }

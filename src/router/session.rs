@@ -143,6 +143,15 @@ impl EventLoop {
 }
 
 impl EventLoop {
+    /// Polls, first waiting until `at` (a reconnection's pause). Cancel-safe: a cancelled
+    /// wait is started again with the same deadline.
+    pub async fn poll_after(&mut self, at: Option<std::time::Instant>) -> Result<Event, String> {
+        if let Some(at) = at {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        self.poll().await
+    }
+
     /// Drops the connection (the watchdog's recycling); the next poll reconnects.
     pub fn clean(&mut self) {
         match self {
@@ -161,19 +170,13 @@ impl Client {
         }
     }
 
-    /// Queues the PUBACK of `message` without waiting. The queue has room for an ack of
-    /// every message topicrule holds (see `router::run`); if it ever had none, the message
-    /// stays unacknowledged and the broker redelivers it.
-    pub fn try_ack(&self, message: &Message) {
-        let queued = match (self, message) {
-            (Client::V4(c), Message::V4(p)) => c.try_ack(p).map_err(|e| e.to_string()),
-            (Client::V5(c), Message::V5(p)) => c.try_ack(p).map_err(|e| e.to_string()),
+    /// Queues the PUBACK of `message` without waiting; false when rumqttc's request queue
+    /// is full (the caller keeps the message and tries again after the next poll).
+    pub fn try_ack(&self, message: &Message) -> bool {
+        match (self, message) {
+            (Client::V4(c), Message::V4(p)) => c.try_ack(p).is_ok(),
+            (Client::V5(c), Message::V5(p)) => c.try_ack(p).is_ok(),
             _ => unreachable!("a message is acknowledged on the connection it came from"),
-        };
-        if let Err(e) = queued {
-            tracing::error!(
-                "cannot queue an acknowledgement: {e}; the broker will redeliver the message"
-            );
         }
     }
 

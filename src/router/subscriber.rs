@@ -20,15 +20,83 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::publisher::poll_after;
 use super::session::{Client, Event, EventLoop, Message};
 use super::Stats;
 use crate::backoff::Backoff;
 
-/// A message and the connection it arrived on.
+/// A message, the connection it arrived on, and its place in that connection's stream.
 pub struct Delivery {
     pub message: Message,
     pub generation: u64,
+    pub seq: u64,
+}
+
+/// The acknowledgements of the current connection. A finished message waits in `window`
+/// until every earlier one has finished, so that PUBACKs leave in the order the messages
+/// came (MQTT 3.1.1 section 4.6); then in `unsent` until rumqttc's request queue has room
+/// (it takes one request a poll, and the window can release hundreds at once).
+#[derive(Default)]
+struct Acks {
+    /// The connection the messages came on: bumped when it is lost.
+    generation: u64,
+    next_seq: u64,
+    /// The seq of the first slot of `window`.
+    base: u64,
+    /// A slot a message received on this connection; filled when it finished.
+    window: VecDeque<Option<Message>>,
+    unsent: VecDeque<Message>,
+}
+
+impl Acks {
+    /// Tags a message received now.
+    fn received(&mut self, message: Message) -> Delivery {
+        self.window.push_back(None);
+        self.next_seq += 1;
+        Delivery {
+            message,
+            generation: self.generation,
+            seq: self.next_seq - 1,
+        }
+    }
+
+    /// A message finished: its ack, and those of the later ones that finished before it,
+    /// become ready. False when it came on a connection since lost.
+    fn finished(&mut self, done: Delivery) -> bool {
+        if done.generation != self.generation {
+            return false;
+        }
+        self.window[(done.seq - self.base) as usize] = Some(done.message);
+        while let Some(Some(_)) = self.window.front() {
+            self.base += 1;
+            self.unsent.extend(self.window.pop_front().flatten());
+        }
+        true
+    }
+
+    /// Hands the ready acks to rumqttc while it has room; returns how many.
+    fn send(&mut self, client: &Client) -> u64 {
+        let mut sent = 0;
+        while let Some(message) = self.unsent.pop_front() {
+            if !client.try_ack(&message) {
+                self.unsent.push_front(message);
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    }
+
+    /// The connection is lost: rumqttc dropped the acks it had not sent, and the broker
+    /// redelivers every message not acknowledged. Returns how many finished messages lose
+    /// their ack.
+    fn connection_lost(&mut self) -> u64 {
+        self.generation += 1;
+        let finished = self.window.iter().flatten().count() + self.unsent.len();
+        self.window.clear();
+        self.unsent.clear();
+        self.base = self.next_seq;
+        finished as u64
+    }
 }
 
 /// What the task needs besides its connection.
@@ -44,19 +112,20 @@ pub(super) struct Subscriber {
 
 impl Subscriber {
     /// Runs until `close`. Hands messages to `dispatch` until `shutdown` (then drops it, and
-    /// leaves later messages unacknowledged for redelivery); sends the acks of `acks` until
-    /// `close`, so that the messages finishing during the shutdown grace are acknowledged.
+    /// leaves later messages unacknowledged for redelivery); acknowledges the messages that
+    /// come back `finished` until `close`, so that those finishing during the shutdown grace
+    /// are acknowledged.
     pub async fn run(
         mut self,
         dispatch: mpsc::Sender<Delivery>,
-        mut acks: mpsc::Receiver<Delivery>,
+        mut finished: mpsc::Receiver<Delivery>,
         shutdown: CancellationToken,
         close: CancellationToken,
         mut recycled: watch::Receiver<u64>,
     ) {
         let mut dispatch = Some(dispatch);
         let mut backlog: VecDeque<Delivery> = VecDeque::new();
-        let mut generation = 0u64;
+        let mut acks = Acks::default();
         let mut connected_before = false;
         let mut connected = false;
         let mut backoff = Backoff::reconnect();
@@ -66,20 +135,21 @@ impl Subscriber {
                 dispatch = None; // The router sees the end of its queue.
                 backlog.clear(); // Left unacknowledged: redelivered on the next session.
             }
+            let sent = acks.send(&self.client);
+            self.stats.acknowledged.fetch_add(sent, Ordering::Relaxed);
+            // Not biased: a stream of finished messages must not starve the poll, which is
+            // what drains rumqttc's request queue.
             tokio::select! {
-                biased;
                 _ = close.cancelled() => break,
                 Ok(()) = recycled.changed() => {
                     self.event_loop.clean();
-                    generation += 1;
+                    let dropped = acks.connection_lost();
+                    self.stats.acks_dropped.fetch_add(dropped, Ordering::Relaxed);
                     connected = false;
                     reconnect_at = None;
                 }
-                Some(done) = acks.recv() => {
-                    if done.generation == generation {
-                        self.client.try_ack(&done.message);
-                        self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-                    } else {
+                Some(done) = finished.recv(), if acks.unsent.is_empty() => {
+                    if !acks.finished(done) {
                         self.stats.acks_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -88,7 +158,9 @@ impl Subscriber {
                         permit.send(backlog.pop_front().expect("the backlog is not empty"));
                     }
                 }
-                event = poll_after(&mut self.event_loop, reconnect_at), if backlog.len() < self.max_backlog => match event {
+                // Past `max_backlog`, only to hand rumqttc the acks waiting for room: the
+                // poll is what drains its request queue.
+                event = self.event_loop.poll_after(reconnect_at), if backlog.len() < self.max_backlog || !acks.unsent.is_empty() => match event {
                     Ok(Event::Connected { session_present }) => {
                         reconnect_at = None;
                         backoff.reset();
@@ -103,14 +175,13 @@ impl Subscriber {
                             self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
                         }
                         if dispatch.is_some() {
-                            backlog.push_back(Delivery { message, generation });
+                            backlog.push_back(acks.received(message));
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        // rumqttc dropped the acks it had not sent; the messages of this
-                        // connection will come again.
-                        generation += 1;
+                        let dropped = acks.connection_lost();
+                        self.stats.acks_dropped.fetch_add(dropped, Ordering::Relaxed);
                         self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
                         let pause = backoff.pause();
                         if connected {

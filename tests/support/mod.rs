@@ -269,6 +269,10 @@ impl Drop for Topicrule {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = std::env::var_os("DUMP_TOPICRULE_LOG") {
+            self.log.extend(self.lines.try_iter());
+            let _ = std::fs::write(path, self.log.join("\n"));
+        }
         if std::thread::panicking() {
             self.log.extend(self.lines.try_iter());
             let tail = self.log.len().saturating_sub(60);
