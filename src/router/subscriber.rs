@@ -195,6 +195,7 @@ impl Subscriber {
                 },
             }
         }
+        acks.send(&self.client);
         self.client.try_disconnect();
         // Let the last acks and the DISCONNECT reach the broker, briefly.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
