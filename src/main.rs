@@ -319,7 +319,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!("loaded {} rule(s)", set.rules.len());
     let engine = Engine::new(set);
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    // One thread: the message path hands each message between tasks several times, and on
+    // one thread that costs no wake-up of another (README, Architecture). Blocking work
+    // goes to tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();

@@ -251,11 +251,19 @@ impl Upload {
 
     async fn put(&self, seq: u64) -> Result<(), String> {
         let name = |ext: &str| self.dir.join(format!("{seq:012}.{ext}"));
-        let key = std::fs::read_to_string(name("key"))
-            .map_err(|e| format!("cannot read its key: {e}"))?;
-        let data = std::fs::read(name("ready")).map_err(|e| format!("cannot read it: {e}"))?;
-        let body =
-            compress(self.compression, data).map_err(|e| format!("cannot compress it: {e}"))?;
+        // Reading and compressing a batch (up to `max_bytes`) blocks: off the runtime's
+        // thread, which carries every message meanwhile.
+        let (key_path, data_path, compression) = (name("key"), name("ready"), self.compression);
+        let (key, body) = tokio::task::spawn_blocking(move || {
+            let key = std::fs::read_to_string(key_path)
+                .map_err(|e| format!("cannot read its key: {e}"))?;
+            let data = std::fs::read(data_path).map_err(|e| format!("cannot read it: {e}"))?;
+            let body =
+                compress(compression, data).map_err(|e| format!("cannot compress it: {e}"))?;
+            Ok::<_, String>((key, body))
+        })
+        .await
+        .map_err(|e| format!("cannot read it: {e}"))??;
         self.client
             .put_object()
             .bucket(&self.bucket)
