@@ -12,28 +12,8 @@ use support::{free_port, publish, Subscriber, TempDir, Topicrule};
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(700);
 
-/// A topicrule hosting its embedded broker on `port`, with its state in `dir`.
-fn command(dir: &TempDir, port: u16) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
-    command
-        .args(["run", "--rules"])
-        .arg(dir.path().join("rules"))
-        .current_dir(dir.path())
-        .env_remove("TOPICRULE_BROKER_URL")
-        .env(
-            "TOPICRULE_BROKER_EMBEDDED_LISTEN",
-            format!("127.0.0.1:{port}"),
-        )
-        .env(
-            "TOPICRULE_BROKER_EMBEDDED_DATA_DIR",
-            dir.path().join("broker"),
-        )
-        .env("TOPICRULE_FILE_BASE_DIR", dir.path().join("data"));
-    command
-}
-
 fn start_in(dir: &TempDir, port: u16) -> Topicrule {
-    let mut topicrule = Topicrule::spawn(command(dir, port));
+    let mut topicrule = Topicrule::spawn(support::embedded_command(dir, port));
     topicrule.wait_for_log("subscribed");
     topicrule
 }
@@ -248,7 +228,7 @@ republish = { topic = "flood/out", qos = 1 }
 #[test]
 fn a_second_topicrule_on_the_same_port_fails_at_start() {
     let (_first, dir, port) = start(support::FORWARD_RULE, "in-use");
-    let output = command(&dir, port)
+    let output = support::embedded_command(&dir, port)
         .env(
             "TOPICRULE_BROKER_EMBEDDED_DATA_DIR",
             dir.path().join("broker2"),
@@ -273,7 +253,7 @@ fn broker_flag_forces_the_embedded_broker() {
     let dir = TempDir::new("flag");
     dir.write("rules/rules.toml", support::FORWARD_RULE);
     let port = free_port();
-    let mut command = command(&dir, port);
+    let mut command = support::embedded_command(&dir, port);
     command
         .env("TOPICRULE_BROKER_URL", "mqtt://127.0.0.1:1")
         .args(["--broker", "embedded"]);

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::proxy::HoldingProxy;
@@ -106,17 +105,12 @@ impl Rig {
     }
 
     fn start_topicrule(&mut self) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
-        command
-            .current_dir(self.dir.path())
-            .args(["run", "--rules", "rules"])
-            .env("TOPICRULE_BROKER_URL", self.broker.as_ref().unwrap().url())
-            .env(
-                "TOPICRULE_BROKER_CLIENT_ID",
-                format!("faults-{}", self.name),
-            )
-            .env("TOPICRULE_FILE_BASE_DIR", self.dir.path().join("data"))
-            .env("TOPICRULE_S3_SPOOL_DIR", self.dir.path().join("spool"));
+        let url = self.broker.as_ref().unwrap().url();
+        let mut command = support::run_command(self.dir.path(), &url);
+        command.env(
+            "TOPICRULE_BROKER_CLIENT_ID",
+            format!("faults-{}", self.name),
+        );
         if let Some(store) = &self.store {
             for (name, value) in store.env() {
                 command.env(name, value);
@@ -435,13 +429,7 @@ fn sigterm_ends_a_stalled_topicrule() {
     dir.write("topicrule.toml", "[router]\nshutdown_grace = 2\n");
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     std::os::unix::fs::symlink("/dev/full", dir.path().join("data/seq.jsonl")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
-    command
-        .current_dir(dir.path())
-        .args(["run", "--rules", "rules"])
-        .env("TOPICRULE_BROKER_URL", broker.url())
-        .env("TOPICRULE_FILE_BASE_DIR", dir.path().join("data"));
-    let mut topicrule = Topicrule::spawn(command);
+    let mut topicrule = Topicrule::spawn(support::run_command(dir.path(), &broker.url()));
     topicrule.wait_for_log("subscribed");
     let publisher = Publisher::start(broker.port, 50, TOPICS, 1000);
     publisher.wait_for_acked(50, DRAIN);
@@ -472,16 +460,8 @@ fn the_watchdog_recovers_a_stalled_republish() {
         "[router]\npublish_timeout = 600\nstall_timeout = 2\n",
     );
     let collector = Collector::start(broker.port, "out/#");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
-    command
-        .current_dir(dir.path())
-        .args(["run", "--rules", "rules"])
-        .env(
-            "TOPICRULE_BROKER_URL",
-            format!("mqtt://127.0.0.1:{}", proxy.port),
-        )
-        .env("TOPICRULE_FILE_BASE_DIR", dir.path().join("data"));
-    let mut topicrule = Topicrule::spawn(command);
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let mut topicrule = Topicrule::spawn(support::run_command(dir.path(), &url));
     topicrule.wait_for_log("subscribed");
     proxy.hold_current();
     support::publish(broker.port, &[("in/stuck", payload(7).as_bytes())]);

@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::stream::{seqs_in, Collector, Publisher, Tally};
@@ -96,20 +95,7 @@ fn each_topic_keeps_its_order_on_the_embedded_broker() {
     let dir = TempDir::new("order-embedded");
     dir.write("rules/ordered.toml", RULE);
     let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
-    command
-        .current_dir(dir.path())
-        .args(["run", "--rules", "rules", "--broker", "embedded"])
-        .env(
-            "TOPICRULE_BROKER_EMBEDDED_LISTEN",
-            format!("127.0.0.1:{port}"),
-        )
-        .env(
-            "TOPICRULE_BROKER_EMBEDDED_DATA_DIR",
-            dir.path().join("broker"),
-        )
-        .env("TOPICRULE_FILE_BASE_DIR", dir.path().join("data"));
-    let mut topicrule = Topicrule::spawn(command);
+    let mut topicrule = Topicrule::spawn(support::embedded_command(&dir, port));
     topicrule.wait_for_log("subscribed");
     let collector = Collector::start(port, "out/#");
     assert_in_order(port, &collector, &dir.path().join("data"));

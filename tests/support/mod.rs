@@ -173,6 +173,40 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// `topicrule run` in `dir` on the rules of `dir/rules`, beside the broker at `url`, its
+/// files under `dir/data` and its spool under `dir/spool` (a `topicrule.toml` in `dir` is
+/// read).
+pub fn run_command(dir: &Path, url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
+    command
+        .current_dir(dir)
+        .args(["run", "--rules", "rules"])
+        .env("TOPICRULE_BROKER_URL", url)
+        .env("TOPICRULE_FILE_BASE_DIR", dir.join("data"))
+        .env("TOPICRULE_S3_SPOOL_DIR", dir.join("spool"));
+    command
+}
+
+/// A topicrule hosting its embedded broker on `port`, with its state in `dir`.
+pub fn embedded_command(dir: &TempDir, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_topicrule"));
+    command
+        .args(["run", "--rules"])
+        .arg(dir.path().join("rules"))
+        .current_dir(dir.path())
+        .env_remove("TOPICRULE_BROKER_URL")
+        .env(
+            "TOPICRULE_BROKER_EMBEDDED_LISTEN",
+            format!("127.0.0.1:{port}"),
+        )
+        .env(
+            "TOPICRULE_BROKER_EMBEDDED_DATA_DIR",
+            dir.path().join("broker"),
+        )
+        .env("TOPICRULE_FILE_BASE_DIR", dir.path().join("data"));
+    command
+}
+
 /// The topicrule binary, running; its stderr is collected.
 pub struct Topicrule {
     child: Child,
@@ -269,6 +303,7 @@ impl Drop for Topicrule {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // `DUMP_TOPICRULE_LOG=<file>`: the whole log, to read after a test (debugging aid).
         if let Some(path) = std::env::var_os("DUMP_TOPICRULE_LOG") {
             self.log.extend(self.lines.try_iter());
             let _ = std::fs::write(path, self.log.join("\n"));
