@@ -91,8 +91,8 @@ pub async fn run(
     // A message topicrule holds is in the subscriber's backlog, the dispatch queue or a
     // worker; the ack queues have room for all of them, so that an ack never waits.
     let max_backlog = 4 * max_in_flight;
-    let held = max_backlog + 2 * max_in_flight;
-    let (sub_client, sub_loop) = session::connect(&settings, Role::Subscriber, held)?;
+    let max_held = max_backlog + 2 * max_in_flight;
+    let (sub_client, sub_loop) = session::connect(&settings, Role::Subscriber, max_held)?;
     let (pub_client, pub_loop) =
         session::connect(&settings, Role::Publisher, publisher::HANDED_OVER)?;
 
@@ -109,7 +109,7 @@ pub async fn run(
     );
     connections.spawn(publishing);
     let (dispatch_tx, mut dispatch_rx) = mpsc::channel::<Delivery>(max_in_flight);
-    let (acks_tx, acks_rx) = mpsc::channel::<Delivery>(held);
+    let (acks_tx, acks_rx) = mpsc::channel::<Delivery>(max_held);
     let subscriber = Subscriber {
         client: sub_client,
         event_loop: sub_loop,
@@ -199,7 +199,7 @@ async fn process(worker: &Worker, (delivery, permit): Held, acks: &mpsc::Sender<
     };
     worker.stats.processed.fetch_add(1, Ordering::Relaxed);
     if done {
-        // Never waits: the queue has room for every message held (see `held` in `run`).
+        // Never waits: the queue has room for every message held (see `max_held` in `run`).
         let _ = acks.send(delivery).await;
     }
     drop(permit);
