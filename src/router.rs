@@ -178,7 +178,7 @@ pub async fn run(
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             "{} message(s) did not finish within {grace:?}; they stay unacknowledged and the broker will redeliver them",
-            worker.activity.snapshot().len()
+            worker.activity.len()
         );
     }
     watchdog.abort();
@@ -219,8 +219,7 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycle: watch::Sender<u
     loop {
         ticks.tick().await;
         let processed = worker.stats.processed.load(Ordering::Relaxed);
-        let in_flight = worker.activity.snapshot();
-        if processed != last_progress.0 || in_flight.is_empty() {
+        if processed != last_progress.0 || worker.activity.is_empty() {
             last_progress = (processed, Instant::now());
             continue;
         }
@@ -228,7 +227,10 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycle: watch::Sender<u
             continue;
         }
         last_progress.1 = Instant::now();
-        let oldest = &in_flight[0];
+        let in_flight = worker.activity.snapshot();
+        let Some(oldest) = in_flight.first() else {
+            continue;
+        };
         let step = match oldest.step {
             Some((rule, action, since)) => format!(
                 ", at rule `{}` action `{action}` for {:?}{}",

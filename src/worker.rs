@@ -229,6 +229,15 @@ impl Activity {
         self.lock().remove(&id);
     }
 
+    /// How many messages are in flight.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The messages in flight, oldest first.
     pub fn snapshot(&self) -> Vec<Doing> {
         let mut all: Vec<Doing> = self.lock().values().cloned().collect();

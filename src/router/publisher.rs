@@ -167,7 +167,7 @@ impl Connection {
         if job.done.is_closed() {
             return; // Its worker gave up waiting (timeout): it will publish again itself.
         }
-        match self.client.try_publish(&job.request) {
+        match self.client.try_publish(job.request) {
             Ok(()) => self.unsent.push_back(job.done),
             Err(e) => {
                 let _ = job.done.send(Err(format!("cannot publish: {e}")));

@@ -181,7 +181,7 @@ impl Client {
     }
 
     /// Queues a publish without waiting (see `publisher`, which keeps room for it).
-    pub fn try_publish(&self, req: &PublishRequest) -> Result<(), String> {
+    pub fn try_publish(&self, req: PublishRequest) -> Result<(), String> {
         match self {
             Client::V4(c) => v4::try_publish(c, req),
             Client::V5(c) => v5::try_publish(c, req),

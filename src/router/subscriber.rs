@@ -87,15 +87,17 @@ impl Acks {
     }
 
     /// The connection is lost: rumqttc dropped the acks it had not sent, and the broker
-    /// redelivers every message not acknowledged. Returns how many finished messages lose
-    /// their ack.
-    fn connection_lost(&mut self) -> u64 {
+    /// redelivers every message not acknowledged; the finished ones that lose their ack
+    /// are counted in `acks_dropped`.
+    fn connection_lost(&mut self, stats: &Stats) {
         self.generation += 1;
         let finished = self.window.iter().flatten().count() + self.unsent.len();
+        stats
+            .acks_dropped
+            .fetch_add(finished as u64, Ordering::Relaxed);
         self.window.clear();
         self.unsent.clear();
         self.base = self.next_seq;
-        finished as u64
     }
 }
 
@@ -143,8 +145,7 @@ impl Subscriber {
                 _ = close.cancelled() => break,
                 Ok(()) = recycled.changed() => {
                     self.event_loop.clean();
-                    let dropped = acks.connection_lost();
-                    self.stats.acks_dropped.fetch_add(dropped, Ordering::Relaxed);
+                    acks.connection_lost(&self.stats);
                     connected = false;
                     reconnect_at = None;
                 }
@@ -180,8 +181,7 @@ impl Subscriber {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let dropped = acks.connection_lost();
-                        self.stats.acks_dropped.fetch_add(dropped, Ordering::Relaxed);
+                        acks.connection_lost(&self.stats);
                         self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
                         let pause = backoff.pause();
                         if connected {

@@ -85,14 +85,14 @@ pub(super) fn try_subscribe(client: &AsyncClient, filters: &[String]) -> Result<
 }
 
 /// Publishes without the MQTT 5 headers, which MQTT 3.1.1 cannot carry.
-pub(super) fn try_publish(client: &AsyncClient, req: &PublishRequest) -> Result<(), String> {
+pub(super) fn try_publish(client: &AsyncClient, req: PublishRequest) -> Result<(), String> {
     let qos = if req.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
     client
-        .try_publish(req.topic.clone(), qos, req.retain, req.payload.clone())
+        .try_publish(req.topic, qos, req.retain, req.payload)
         .map_err(|e| e.to_string())
 }
 

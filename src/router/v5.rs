@@ -94,32 +94,23 @@ pub(super) fn try_subscribe(client: &AsyncClient, filters: &[String]) -> Result<
         .map_err(|e| e.to_string())
 }
 
-pub(super) fn try_publish(client: &AsyncClient, req: &PublishRequest) -> Result<(), String> {
+/// Takes the request by value: its topic, payload and headers move into the packet.
+pub(super) fn try_publish(client: &AsyncClient, req: PublishRequest) -> Result<(), String> {
     let qos = if req.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
-    client
-        .try_publish_with_properties(
-            req.topic.clone(),
-            qos,
-            req.retain,
-            req.payload.clone(),
-            properties(req),
-        )
-        .map_err(|e| e.to_string())
-}
-
-/// The republish action's AWS headers, as MQTT 5 publish properties.
-fn properties(req: &PublishRequest) -> PublishProperties {
-    PublishProperties {
+    let properties = PublishProperties {
         payload_format_indicator: req.payload_format_utf8.map(u8::from),
         message_expiry_interval: req.message_expiry,
-        response_topic: req.response_topic.clone(),
-        correlation_data: req.correlation_data.clone().map(Into::into),
-        user_properties: req.user_properties.clone(),
-        content_type: req.content_type.clone(),
+        response_topic: req.response_topic,
+        correlation_data: req.correlation_data.map(Into::into),
+        user_properties: req.user_properties,
+        content_type: req.content_type,
         ..Default::default()
-    }
+    };
+    client
+        .try_publish_with_properties(req.topic, qos, req.retain, req.payload, properties)
+        .map_err(|e| e.to_string())
 }
