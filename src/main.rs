@@ -342,9 +342,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let stats = stats?;
         tracing::info!(
-            "stopped: {} received ({} redelivered by the broker), {} acknowledged, {} left for redelivery, {} action failures",
+            "stopped: {} received ({} redelivered by the broker, {} of them not processed again), {} acknowledged, {} left for redelivery, {} action failures",
             stats.received.load(Ordering::Relaxed),
             stats.redelivered.load(Ordering::Relaxed),
+            stats.adopted.load(Ordering::Relaxed),
             stats.acknowledged.load(Ordering::Relaxed),
             stats.left_for_redelivery(),
             stats.action_failures.load(Ordering::Relaxed),

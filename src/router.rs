@@ -18,6 +18,7 @@
 //! `session` gives both protocols (`v5`, and `v4` for MQTT 3.1.1) one shape, and `transport`
 //! turns the broker URL (mqtt, mqtts, ws, wss) and the TLS files into a connection.
 
+mod conn;
 mod lanes;
 mod publisher;
 mod session;
@@ -30,18 +31,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::actions::s3_store::Stores;
 use crate::config::{Protocol, Settings};
 use crate::engine::Engine;
 use crate::worker::{Activity, Worker};
-use lanes::{Held, Lanes};
+use conn::Conn;
 pub use publisher::Publisher;
-use session::Role;
-use subscriber::{Delivery, Subscriber};
+use session::{Codec, ConnectOptions};
+use subscriber::Subscriber;
 
 /// Counters, logged at shutdown.
 #[derive(Debug, Default)]
@@ -54,6 +53,8 @@ pub struct Stats {
     /// Messages processed whose ack was dropped because their connection was lost first:
     /// the broker redelivers them.
     pub acks_dropped: AtomicU64,
+    /// Redeliveries acknowledged with the result of their first copy, not processed again.
+    pub adopted: AtomicU64,
     /// Messages whose processing ended (acknowledged or not): the watchdog's progress.
     pub processed: AtomicU64,
     pub action_failures: AtomicU64,
@@ -87,46 +88,40 @@ pub async fn run(
         v4::warn_about_mqtt5_headers(engine.rules());
     }
     let router = &settings.router;
-    let max_in_flight = usize::from(router.max_in_flight.get());
-    // A message topicrule holds is in the subscriber's backlog, the dispatch queue or a
-    // worker; the ack queues have room for all of them, so that an ack never waits.
-    let max_backlog = 4 * max_in_flight;
-    let max_held = max_backlog + 2 * max_in_flight;
-    let (sub_client, sub_loop) = session::connect(&settings, Role::Subscriber, max_held)?;
-    let (pub_client, pub_loop) =
-        session::connect(&settings, Role::Publisher, publisher::HANDED_OVER)?;
+    let max_in_flight = router.max_in_flight.get();
+    let codec = Codec::from(settings.broker.protocol);
+    let endpoint = transport::endpoint(&settings.broker)?;
+    let login = match &settings.broker.username {
+        Some(user) => Some((user.clone(), settings.password()?.unwrap_or_default())),
+        None => None,
+    };
+    let subscribing = ConnectOptions {
+        client_id: settings.broker.client_id.clone(),
+        clean: false,
+        keep_alive_secs: u16::try_from(settings.broker.keep_alive.max(5)).unwrap_or(u16::MAX),
+        login,
+        session_expiry: Some(settings.broker.session_expiry),
+        receive_maximum: Some(max_in_flight),
+    };
+    let publishing = ConnectOptions {
+        client_id: format!("{}-pub", settings.broker.client_id),
+        clean: true,
+        session_expiry: None,
+        receive_maximum: None,
+        ..subscribing.clone()
+    };
 
     let close = CancellationToken::new();
-    let (recycle, recycled) = watch::channel(0u64);
-    let connections = TaskTracker::new();
+    let recycles = Arc::new(AtomicU64::new(0));
     let (publisher, publishing) = publisher::start(
-        pub_client,
-        pub_loop,
+        Conn::new(codec, endpoint.clone(), publishing),
+        max_in_flight,
         Duration::from_secs(router.publish_timeout.get()),
         close.clone(),
-        recycled.clone(),
+        recycles.clone(),
         stats.clone(),
     );
-    connections.spawn(publishing);
-    let (dispatch_tx, mut dispatch_rx) = mpsc::channel::<Delivery>(max_in_flight);
-    let (acks_tx, acks_rx) = mpsc::channel::<Delivery>(max_held);
-    let subscriber = Subscriber {
-        client: sub_client,
-        event_loop: sub_loop,
-        filters,
-        client_id: Role::Subscriber.client_id(&settings),
-        broker: settings.broker.url.clone(),
-        max_backlog,
-        stats: stats.clone(),
-    };
-    connections.spawn(subscriber.run(
-        dispatch_tx,
-        acks_rx,
-        shutdown.clone(),
-        close.clone(),
-        recycled,
-    ));
-
+    let publishing = tokio::spawn(publishing);
     let worker = Arc::new(Worker {
         engine,
         publisher,
@@ -138,71 +133,26 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let stall = Duration::from_secs(router.stall_timeout.get());
-    let watchdog = tokio::spawn(watchdog(worker.clone(), stall, recycle));
-
-    let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    let lanes = Arc::new(Lanes::default());
-    let tasks = TaskTracker::new();
-    loop {
-        let delivery = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            delivery = dispatch_rx.recv() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
-            },
-        };
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            permit = in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let Some(first) = lanes.enqueue((delivery, permit)) else {
-            continue; // Behind the messages of its topic, in their lane.
-        };
-        let (worker, acks, lanes) = (worker.clone(), acks_tx.clone(), lanes.clone());
-        tasks.spawn(async move {
-            let topic = first.0.message.topic().into_owned();
-            let mut held = first;
-            loop {
-                process(&worker, held, &acks).await;
-                match lanes.next(&topic) {
-                    Some(next) => held = next,
-                    None => break,
-                }
-            }
-        });
-    }
-    tasks.close();
-    let grace = Duration::from_secs(router.shutdown_grace);
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!(
-            "{} message(s) did not finish within {grace:?}; they stay unacknowledged and the broker will redeliver them",
-            worker.activity.len()
-        );
-    }
+    let watchdog = tokio::spawn(watchdog(worker.clone(), stall, recycles.clone()));
+    let max_in_flight = usize::from(max_in_flight);
+    let subscriber = Subscriber {
+        conn: Conn::new(codec, endpoint, subscribing),
+        filters,
+        broker: settings.broker.url.clone(),
+        max_in_flight,
+        // Messages beyond those being processed wait in their lanes; past this many held,
+        // the subscriber stops reading, which pushes back on the broker.
+        max_held: 6 * max_in_flight,
+        grace: Duration::from_secs(router.shutdown_grace),
+        worker,
+        stats: stats.clone(),
+        recycles,
+    };
+    subscriber.run(shutdown).await;
     watchdog.abort();
     close.cancel();
-    connections.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;
     Ok(stats)
-}
-
-/// Processes one message of a lane and hands it back to the subscriber to be acknowledged.
-async fn process(worker: &Worker, (delivery, permit): Held, acks: &mpsc::Sender<Delivery>) {
-    let done = {
-        let message = &delivery.message;
-        let properties = message.properties();
-        worker
-            .process(&message.topic(), message.payload(), properties.as_ref())
-            .await
-    };
-    worker.stats.processed.fetch_add(1, Ordering::Relaxed);
-    if done {
-        // Never waits: the queue has room for every message held (see `max_held` in `run`).
-        let _ = acks.send(delivery).await;
-    }
-    drop(permit);
 }
 
 /// Checks that messages in flight progress. When none has finished for `stall` while some
@@ -210,7 +160,7 @@ async fn process(worker: &Worker, (delivery, permit): Held, acks: &mpsc::Sender<
 /// (an action being retried, which logs on its own), it reconnects both connections: a
 /// publish waiting on a dead connection then fails and is retried, and the broker
 /// redelivers what the subscribing connection had not acknowledged.
-async fn watchdog(worker: Arc<Worker>, stall: Duration, recycle: watch::Sender<u64>) {
+async fn watchdog(worker: Arc<Worker>, stall: Duration, recycles: Arc<AtomicU64>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(1).min(stall));
     let mut last_progress = (
         worker.stats.processed.load(Ordering::Relaxed),
@@ -252,7 +202,7 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycle: watch::Sender<u
         );
         if in_flight.iter().all(|doing| !doing.retrying) {
             tracing::error!("reconnecting to the broker to recover from the stall");
-            recycle.send_modify(|n| *n += 1);
+            recycles.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

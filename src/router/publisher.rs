@@ -1,207 +1,322 @@
-//! The publishing connection: republish actions go out on it, and each waits for the
-//! broker's PUBACK of its own publish.
+//! The publishing connection: a clean session of its own (client id + `-pub`) for the
+//! republish actions, driven by one task.
 //!
-//! Invariant: a waiter is resolved only by the acknowledgement of its own publish, or failed;
-//! never left waiting. One task owns the connection and is the only one that hands requests
-//! to rumqttc, so it knows exactly which publishes a lost connection took with it:
-//! - rumqttc sends its requests in the order it receives them and reports each as
-//!   `Sent(pkid)`: the oldest unsent waiter is the one of that publish;
-//! - when the connection is lost, every publish handed over and not yet acknowledged is
-//!   gone (the session is clean, so rumqttc drops them at the next CONNACK): their waiters
-//!   fail at once, and the action's retry policy sends them again;
-//! - nothing is handed over while disconnected, so no request can outlive a connection
-//!   unseen. Workers never wait longer than `timeout` (`[router] publish_timeout`).
+//! Invariant: a publish's waiter is resolved only by the PUBACK of its own packet id on the
+//! connection it was sent on, by the loss of that connection (an error: the action's retry
+//! policy publishes again), or by its deadline (`publish_timeout`); never by another
+//! publish's acknowledgement, and never left waiting. Publishes queue while the connection
+//! is down and leave in the order they were asked for.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{Client, Event, EventLoop};
+use super::conn::Conn;
 use super::Stats;
 use crate::actions::republish::PublishRequest;
 use crate::actions::ActionError;
 use crate::backoff::Backoff;
 
-/// How many requests the task hands to rumqttc before their `Sent`: rumqttc's request
-/// queue, which it reads only while the broker's receive maximum allows.
-pub(super) const HANDED_OVER: usize = 64;
-
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// A publish asked for, and who waits for its PUBACK.
 struct Job {
     request: PublishRequest,
     done: Waiter,
+    since: Instant,
 }
 
-/// The workers' handle: cheap to clone.
+/// The publishes asked for and not yet taken by the publishing task, and how to wake it.
+#[derive(Default)]
+struct Outbox {
+    jobs: VecDeque<Job>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+/// Publishes through the publishing connection; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
-    jobs: mpsc::Sender<Job>,
-    timeout: Duration,
+    outbox: Arc<Mutex<Outbox>>,
 }
 
 impl Publisher {
-    /// Publishes `request` and returns when the broker acknowledged it (at QoS 1) or it was
-    /// written (at QoS 0); an error when the broker refused it, the connection was lost
-    /// first, or `timeout` passed.
+    /// Publishes `request` and waits for the broker's PUBACK (at QoS 0: for it to be
+    /// written), at most `[router] publish_timeout`.
     pub async fn publish(&self, request: &PublishRequest) -> Result<(), ActionError> {
         let fail = |message: String| ActionError::new(&request.topic, message);
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let (done, result) = oneshot::channel();
-        let job = Job {
-            request: request.clone(),
-            done,
+        let waker = {
+            let mut outbox = lock(&self.outbox);
+            if outbox.closed {
+                return Err(fail("topicrule is stopping".into()));
+            }
+            outbox.jobs.push_back(Job {
+                request: request.clone(),
+                done,
+                since: Instant::now(),
+            });
+            outbox.waker.take()
         };
-        let timed_out = || {
-            fail(format!(
-                "no acknowledgement from the broker within {:?}",
-                self.timeout
-            ))
-        };
-        match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(_)) => return Err(fail("topicrule is stopping".into())),
-            Ok(Ok(())) => {}
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        match tokio::time::timeout_at(deadline, result).await {
-            Err(_) => Err(timed_out()),
-            Ok(Err(_)) => Err(fail("topicrule is stopping".into())),
-            Ok(Ok(result)) => result.map_err(fail),
+        match result.await {
+            Err(_) => Err(fail("topicrule is stopping".into())),
+            Ok(result) => result.map_err(fail),
         }
     }
 }
 
-/// The publishing connection's task and its handle.
+fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
+    outbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The publisher handle, and the task to spawn that owns the connection.
 pub(super) fn start(
-    client: Client,
-    event_loop: EventLoop,
+    conn: Conn,
+    max_in_flight: u16,
     timeout: Duration,
     stop: CancellationToken,
-    recycled: watch::Receiver<u64>,
+    recycles: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<Stats>,
 ) -> (Publisher, impl std::future::Future<Output = ()>) {
-    let (jobs, queue) = mpsc::channel(HANDED_OVER);
+    let outbox = Arc::new(Mutex::new(Outbox::default()));
     let task = Connection {
-        client,
-        event_loop,
-        unsent: VecDeque::new(),
-        by_pkid: HashMap::new(),
-        connected: false,
+        conn,
+        outbox: outbox.clone(),
+        queued: VecDeque::new(),
+        in_flight: HashMap::new(),
+        next_pkid: 0,
+        quota: usize::from(max_in_flight),
+        max_in_flight: usize::from(max_in_flight),
+        timeout,
+        recycles,
+        seen_recycles: 0,
         stats,
     }
-    .run(queue, stop, recycled);
-    (Publisher { jobs, timeout }, task)
+    .run(stop);
+    (Publisher { outbox }, task)
 }
 
 struct Connection {
-    client: Client,
-    event_loop: EventLoop,
-    /// Waiters of the publishes handed to rumqttc and not yet sent, in order.
-    unsent: VecDeque<Waiter>,
-    /// Waiters of the QoS 1 publishes sent and not yet acknowledged.
-    by_pkid: HashMap<u16, Waiter>,
-    connected: bool,
+    conn: Conn,
+    outbox: Arc<Mutex<Outbox>>,
+    /// Taken from the outbox, not sent yet (the connection is down, or the broker's
+    /// receive maximum is reached).
+    queued: VecDeque<Job>,
+    /// Sent at QoS 1, waiting for their PUBACK, by packet id.
+    in_flight: HashMap<u16, (Waiter, Instant)>,
+    next_pkid: u16,
+    /// At most this many publishes wait for a PUBACK (ours, or the broker's receive
+    /// maximum if lower).
+    quota: usize,
+    max_in_flight: usize,
+    timeout: Duration,
+    recycles: Arc<std::sync::atomic::AtomicU64>,
+    seen_recycles: u64,
     stats: Arc<Stats>,
 }
 
+/// Why a session ended.
+enum End {
+    Stop,
+    Lost(String),
+}
+
 impl Connection {
-    async fn run(
-        mut self,
-        mut queue: mpsc::Receiver<Job>,
-        stop: CancellationToken,
-        mut recycled: watch::Receiver<u64>,
-    ) {
+    async fn run(mut self, stop: CancellationToken) {
         let mut backoff = Backoff::reconnect();
-        let mut reconnect_at: Option<Instant> = None;
+        let mut stopped = pin!(stop.cancelled());
         loop {
-            let can_hand_over = self.connected && self.unsent.len() < HANDED_OVER;
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                Ok(()) = recycled.changed() => {
-                    self.event_loop.clean();
-                    self.connected = false;
-                    self.fail_all("the connection was recycled by the watchdog");
+            let connected = tokio::select! {
+                _ = stopped.as_mut() => break,
+                connected = self.conn.connect() => connected,
+            };
+            let end = match connected {
+                Ok(connected) => {
+                    backoff.reset();
+                    self.quota = connected.receive_maximum.map_or(self.max_in_flight, |m| {
+                        self.max_in_flight.min(usize::from(m))
+                    });
+                    poll_fn(|cx| self.poll_session(cx, stopped.as_mut())).await
                 }
-                Some(job) = queue.recv(), if can_hand_over => self.hand_over(job),
-                event = self.event_loop.poll_after(reconnect_at) => match event {
-                    Ok(event) => {
-                        reconnect_at = None;
-                        if matches!(event, Event::Connected { .. }) {
-                            backoff.reset();
-                            self.connected = true;
+                Err(e) => End::Lost(e),
+            };
+            let End::Lost(e) = end else { break };
+            self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+            let pause = backoff.pause();
+            if self.conn.is_connected() {
+                tracing::warn!("publishing connection lost: {e}; reconnecting in {pause:?}");
+            } else {
+                tracing::debug!("publishing connection: {e}; retrying in {pause:?}");
+            }
+            self.conn.drop_connection();
+            self.fail_in_flight("the connection to the broker was lost before its acknowledgement");
+            // While it waits, the publishes asked for meet their deadline.
+            let deadline = tokio::time::Instant::now() + pause;
+            loop {
+                tokio::select! {
+                    _ = stopped.as_mut() => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => self.expire(),
+                }
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        lock(&self.outbox).closed = true;
+        self.fail_in_flight("topicrule is stopping");
+        self.queued.clear();
+        lock(&self.outbox).jobs.clear();
+        self.conn.disconnect(Duration::from_millis(200)).await;
+    }
+
+    /// Drives a connection until it is lost or topicrule stops.
+    fn poll_session(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut stopped: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Poll<End> {
+        loop {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Stop);
+            }
+            let mut progress = false;
+            match self.conn.poll_read(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
+                Poll::Ready(Ok(())) => progress = true,
+                Poll::Pending => {}
+            }
+            loop {
+                match self.conn.next_packet() {
+                    Err(e) => return Poll::Ready(End::Lost(e)),
+                    Ok(None) => break,
+                    Ok(Some(super::session::Incoming::PubAck { pkid, result })) => {
+                        if let Some((waiter, _)) = self.in_flight.remove(&pkid) {
+                            let _ = waiter.send(result);
                         }
-                        self.on_event(event);
                     }
-                    Err(e) => {
-                        self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
-                        let pause = backoff.pause();
-                        if self.connected {
-                            tracing::warn!("publishing connection lost: {e}; reconnecting in {pause:?}");
-                        } else {
-                            tracing::debug!("publishing connection: {e}; retrying in {pause:?}");
-                        }
-                        self.connected = false;
-                        self.fail_all("the connection to the broker was lost before its acknowledgement");
-                        reconnect_at = Some(Instant::now() + pause);
+                    Ok(Some(super::session::Incoming::Disconnect(reason))) => {
+                        return Poll::Ready(End::Lost(reason))
                     }
-                },
-            }
-        }
-        self.fail_all("topicrule is stopping");
-        if self.connected {
-            self.client.try_disconnect();
-            // Let the DISCONNECT reach the broker, briefly.
-            let _ = tokio::time::timeout(Duration::from_millis(200), async {
-                while self.event_loop.poll().await.is_ok() {}
-            })
-            .await;
-        }
-    }
-
-    fn hand_over(&mut self, job: Job) {
-        if job.done.is_closed() {
-            return; // Its worker gave up waiting (timeout): it will publish again itself.
-        }
-        match self.client.try_publish(job.request) {
-            Ok(()) => self.unsent.push_back(job.done),
-            Err(e) => {
-                let _ = job.done.send(Err(format!("cannot publish: {e}")));
-            }
-        }
-    }
-
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::Sent(pkid) => {
-                let Some(waiter) = self.unsent.pop_front() else {
-                    return;
-                };
-                if pkid == 0 {
-                    let _ = waiter.send(Ok(()));
-                } else {
-                    self.by_pkid.insert(pkid, waiter);
+                    Ok(Some(_)) => {}
                 }
             }
-            Event::Acked { pkid, result } => {
-                if let Some(waiter) = self.by_pkid.remove(&pkid) {
-                    let _ = waiter.send(result);
-                }
+            progress |= self.take_jobs(cx);
+            self.send_queued();
+            match self.conn.poll_write(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
             }
-            _ => {}
+            match self.conn.poll_tick(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
+                Poll::Ready(Ok(())) => {
+                    progress = true;
+                    self.expire();
+                    let recycles = self.recycles.load(Ordering::Relaxed);
+                    if recycles != self.seen_recycles {
+                        self.seen_recycles = recycles;
+                        return Poll::Ready(End::Lost(
+                            "the connection was recycled by the watchdog".into(),
+                        ));
+                    }
+                }
+                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
+            }
         }
     }
 
-    fn fail_all(&mut self, reason: &str) {
-        for waiter in self
-            .unsent
-            .drain(..)
-            .chain(self.by_pkid.drain().map(|(_, w)| w))
-        {
+    /// Moves the publishes asked for into `queued`; false (and the waker kept) when there
+    /// were none.
+    fn take_jobs(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut outbox = lock(&self.outbox);
+        if outbox.jobs.is_empty() {
+            outbox.waker = Some(cx.waker().clone());
+            return false;
+        }
+        if self.queued.is_empty() {
+            std::mem::swap(&mut self.queued, &mut outbox.jobs);
+        } else {
+            self.queued.append(&mut outbox.jobs);
+        }
+        true
+    }
+
+    /// Encodes the queued publishes the broker has room for into the write buffer.
+    fn send_queued(&mut self) {
+        if !self.conn.is_connected() {
+            return;
+        }
+        while self.in_flight.len() < self.quota {
+            let Some(job) = self.queued.pop_front() else {
+                break;
+            };
+            if job.done.is_closed() {
+                continue; // Its worker stopped waiting.
+            }
+            let qos = job.request.qos;
+            let pkid = if qos == 0 { 0 } else { self.free_pkid() };
+            match self
+                .conn
+                .codec
+                .publish(&mut self.conn.out, job.request, pkid)
+            {
+                Err(e) => {
+                    let _ = job.done.send(Err(e));
+                }
+                Ok(()) if qos == 0 => {
+                    let _ = job.done.send(Ok(()));
+                }
+                Ok(()) => {
+                    self.in_flight.insert(pkid, (job.done, job.since));
+                }
+            }
+        }
+    }
+
+    fn free_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.in_flight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// Fails the publishes older than `publish_timeout`. One sent keeps its packet id until
+    /// its PUBACK or the end of the connection, so that a late PUBACK resolves nothing else.
+    fn expire(&mut self) {
+        let timeout = self.timeout;
+        let message = || format!("no acknowledgement from the broker within {timeout:?}");
+        while let Some(job) = self.queued.front() {
+            if job.since.elapsed() < timeout {
+                break;
+            }
+            let job = self.queued.pop_front().expect("not empty");
+            let _ = job.done.send(Err(message()));
+        }
+        for (waiter, since) in self.in_flight.values_mut() {
+            if since.elapsed() >= timeout && !waiter.is_closed() {
+                let (expired, _) = oneshot::channel();
+                let _ = std::mem::replace(waiter, expired).send(Err(message()));
+            }
+        }
+    }
+
+    fn fail_in_flight(&mut self, reason: &str) {
+        for (_, (waiter, _)) in self.in_flight.drain() {
             let _ = waiter.send(Err(reason.to_owned()));
         }
     }

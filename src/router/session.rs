@@ -1,35 +1,52 @@
-//! One shape over rumqttc's two clients, MQTT 5 (`v5.rs`) and MQTT 3.1.1 (`v4.rs`), so that
-//! the router's logic (subscribe, dispatch, acknowledge, publish and wait for the PUBACK) is
+//! One shape over MQTT 5 (`v5.rs`) and MQTT 3.1.1 (`v4.rs`), both encoded and decoded by
+//! rumqttc's packet codecs: the packets the router reads (`Incoming`) and writes, so that
+//! its logic (connect, subscribe, dispatch, acknowledge, publish and match the PUBACK) is
 //! written once, and each protocol's details stay in its own file.
 
 use std::borrow::Cow;
 
+use bytes::BytesMut;
+
 use crate::actions::republish::PublishRequest;
-use crate::config::{Protocol, Settings};
+use crate::config::Protocol;
 use crate::sql::eval::MqttProperties;
 
-use super::transport;
 use super::{v4, v5};
 
-/// Which of the two connections: they differ in session and flow-control settings.
+/// The largest packet topicrule reads or writes (MQTT's own limit is 256 MB).
+pub(super) const MAX_PACKET: usize = 256 * 1024 * 1024;
+
+/// Which protocol a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
-    /// A persistent session with manual acks.
-    Subscriber,
-    /// A clean session of its own (client id + `-pub`), for the republish actions.
-    Publisher,
+pub(super) enum Codec {
+    V4,
+    V5,
 }
 
-impl Role {
-    pub fn client_id(self, settings: &Settings) -> String {
-        match self {
-            Role::Subscriber => settings.broker.client_id.clone(),
-            Role::Publisher => format!("{}-pub", settings.broker.client_id),
+impl From<Protocol> for Codec {
+    fn from(protocol: Protocol) -> Codec {
+        match protocol {
+            Protocol::V5 => Codec::V5,
+            Protocol::V311 => Codec::V4,
         }
     }
 }
 
-/// A message received on the subscribing connection.
+/// What a CONNECT says.
+#[derive(Debug, Clone)]
+pub(super) struct ConnectOptions {
+    pub client_id: String,
+    /// A new session (true), or the one the broker kept (false).
+    pub clean: bool,
+    pub keep_alive_secs: u16,
+    pub login: Option<(String, String)>,
+    /// MQTT 5: how long the broker keeps the session after a disconnection.
+    pub session_expiry: Option<u32>,
+    /// MQTT 5: at most this many unacknowledged QoS 1 messages from the broker.
+    pub receive_maximum: Option<u16>,
+}
+
+/// A message received from the broker.
 pub(super) enum Message {
     V4(rumqttc::Publish),
     V5(rumqttc::v5::mqttbytes::v5::Publish),
@@ -58,6 +75,15 @@ impl Message {
         }
     }
 
+    /// The packet id its PUBACK names; `None` at QoS 0, which has no PUBACK.
+    pub fn pkid(&self) -> Option<u16> {
+        let (qos, pkid) = match self {
+            Message::V4(p) => (p.qos as u8, p.pkid),
+            Message::V5(p) => (p.qos as u8, p.pkid),
+        };
+        (qos > 0).then_some(pkid)
+    }
+
     /// The MQTT 5 properties; MQTT 3.1.1 has none.
     pub fn properties(&self) -> Option<MqttProperties> {
         match self {
@@ -67,132 +93,150 @@ impl Message {
     }
 }
 
-/// What the router needs to know of an event loop's events.
-pub(super) enum Event {
-    Connected {
+/// What the router needs to know of a packet from the broker.
+pub(super) enum Incoming {
+    ConnAck {
         session_present: bool,
+        /// Why the broker refused the connection.
+        refused: Option<String>,
+        /// MQTT 5: at most this many unacknowledged QoS 1 publishes to the broker.
+        receive_maximum: Option<u16>,
     },
-    Subscribed {
-        granted: usize,
-        refused: usize,
-    },
-    Message(Message),
-    /// A publish left for the network, with its packet id (0 at QoS 0).
-    Sent(u16),
+    Publish(Message),
     /// The broker's PUBACK of a publish, or its refusal (MQTT 5 reason codes).
-    Acked {
+    PubAck {
         pkid: u16,
         result: Result<(), String>,
     },
+    SubAck {
+        granted: usize,
+        refused: usize,
+    },
+    PingResp,
+    /// The broker closes the connection, for this reason.
+    Disconnect(String),
     Other,
 }
 
-/// A client handle: cheap to clone, usable from any task.
-#[derive(Clone)]
-pub(super) enum Client {
-    V4(rumqttc::AsyncClient),
-    V5(rumqttc::v5::AsyncClient),
-}
-
-/// An event loop; only the task that owns it polls it. Boxed: the two differ in size.
-pub(super) enum EventLoop {
-    V4(Box<rumqttc::EventLoop>),
-    V5(Box<rumqttc::v5::EventLoop>),
-}
-
-/// A client and its event loop for `role`, in the protocol of the settings. Nothing is
-/// connected until the event loop is polled.
-pub(super) fn connect(
-    settings: &Settings,
-    role: Role,
-    queue: usize,
-) -> anyhow::Result<(Client, EventLoop)> {
-    let endpoint = transport::endpoint(&settings.broker)?;
-    let password = settings.password()?;
-    Ok(match settings.broker.protocol {
-        Protocol::V5 => {
-            let options = v5::options(settings, endpoint, password, role);
-            let (client, events) = rumqttc::v5::AsyncClient::new(options, queue);
-            (Client::V5(client), EventLoop::V5(Box::new(events)))
+impl Codec {
+    /// The next whole packet at the front of `buf` (taken out of it); `None` until it has
+    /// arrived whole. An error is a protocol violation: the connection is to be dropped.
+    pub fn read(self, buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+        if buf.is_empty() {
+            return Ok(None);
         }
-        Protocol::V311 => {
-            let options = v4::options(settings, endpoint, password, role);
-            let (client, events) = rumqttc::AsyncClient::new(options, queue);
-            (Client::V4(client), EventLoop::V4(Box::new(events)))
-        }
-    })
-}
-
-impl EventLoop {
-    /// The next event; an error means the connection is lost (the next poll reconnects).
-    /// As cancel-safe as rumqttc's own `poll`, so it may sit in a `select!`.
-    pub async fn poll(&mut self) -> Result<Event, String> {
         match self {
-            EventLoop::V4(events) => events
-                .poll()
-                .await
-                .map(v4::event)
-                .map_err(|e| e.to_string()),
-            EventLoop::V5(events) => events
-                .poll()
-                .await
-                .map(v5::event)
-                .map_err(|e| e.to_string()),
+            Codec::V4 => v4::read(buf),
+            Codec::V5 => v5::read(buf),
         }
+    }
+
+    pub fn connect(self, buf: &mut BytesMut, options: &ConnectOptions) {
+        match self {
+            Codec::V4 => v4::connect(buf, options),
+            Codec::V5 => v5::connect(buf, options),
+        }
+    }
+
+    /// A SUBSCRIBE of `filters` at QoS 1.
+    pub fn subscribe(self, buf: &mut BytesMut, pkid: u16, filters: &[String]) {
+        match self {
+            Codec::V4 => v4::subscribe(buf, pkid, filters),
+            Codec::V5 => v5::subscribe(buf, pkid, filters),
+        }
+    }
+
+    /// A PUBLISH of `request` with packet id `pkid` (ignored at QoS 0). Takes the request
+    /// by value: its topic, payload and headers move into the packet.
+    pub fn publish(
+        self,
+        buf: &mut BytesMut,
+        request: PublishRequest,
+        pkid: u16,
+    ) -> Result<(), String> {
+        match self {
+            Codec::V4 => v4::publish(buf, request, pkid),
+            Codec::V5 => v5::publish(buf, request, pkid),
+        }
+    }
+
+    pub fn puback(self, buf: &mut BytesMut, pkid: u16) {
+        // The same four bytes in both protocols (MQTT 5 omits a success reason code).
+        buf.extend_from_slice(&[0x40, 0x02]);
+        buf.extend_from_slice(&pkid.to_be_bytes());
+    }
+
+    pub fn ping(self, buf: &mut BytesMut) {
+        buf.extend_from_slice(&[0xC0, 0x00]);
+    }
+
+    pub fn disconnect(self, buf: &mut BytesMut) {
+        // A normal disconnection; MQTT 5 omits the reason code 0 as well.
+        buf.extend_from_slice(&[0xE0, 0x00]);
     }
 }
 
-impl EventLoop {
-    /// Polls, first waiting until `at` (a reconnection's pause). Cancel-safe: a cancelled
-    /// wait is started again with the same deadline.
-    pub async fn poll_after(&mut self, at: Option<std::time::Instant>) -> Result<Event, String> {
-        if let Some(at) = at {
-            tokio::time::sleep_until(at.into()).await;
-        }
-        self.poll().await
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Drops the connection (the watchdog's recycling); the next poll reconnects.
-    pub fn clean(&mut self) {
-        match self {
-            EventLoop::V4(events) => events.clean(),
-            EventLoop::V5(events) => events.clean(),
-        }
-    }
-}
-
-impl Client {
-    /// Queues a SUBSCRIBE of `filters` at QoS 1 without waiting (see `poll_subscriber`).
-    pub fn try_subscribe(&self, filters: &[String]) -> Result<(), String> {
-        match self {
-            Client::V4(c) => v4::try_subscribe(c, filters),
-            Client::V5(c) => v5::try_subscribe(c, filters),
+    fn request(qos: u8) -> PublishRequest {
+        PublishRequest {
+            topic: "a/b".into(),
+            payload: b"{\"x\":1}".to_vec(),
+            qos,
+            ..PublishRequest::default()
         }
     }
 
-    /// Queues the PUBACK of `message` without waiting; false when rumqttc's request queue
-    /// is full (the caller keeps the message and tries again after the next poll).
-    pub fn try_ack(&self, message: &Message) -> bool {
-        match (self, message) {
-            (Client::V4(c), Message::V4(p)) => c.try_ack(p).is_ok(),
-            (Client::V5(c), Message::V5(p)) => c.try_ack(p).is_ok(),
-            _ => unreachable!("a message is acknowledged on the connection it came from"),
+    /// What topicrule writes, its codec reads back: a publish, its PUBACK, a PINGRESP.
+    #[test]
+    fn packets_round_trip_in_both_protocols() {
+        for codec in [Codec::V4, Codec::V5] {
+            let mut buf = BytesMut::new();
+            codec.publish(&mut buf, request(1), 7).unwrap();
+            codec.puback(&mut buf, 7);
+            buf.extend_from_slice(&[0xD0, 0x00]);
+            let whole = buf.clone();
+            // Byte by byte: nothing is read before the packet is whole.
+            let mut partial = BytesMut::new();
+            let mut read = Vec::new();
+            for byte in whole {
+                partial.extend_from_slice(&[byte]);
+                while let Some(packet) = codec.read(&mut partial).unwrap() {
+                    read.push(packet);
+                }
+            }
+            assert_eq!(read.len(), 3, "{codec:?}");
+            match &read[0] {
+                Incoming::Publish(m) => {
+                    assert_eq!(m.topic(), "a/b");
+                    assert_eq!(m.payload(), b"{\"x\":1}");
+                    assert_eq!(m.pkid(), Some(7));
+                    assert!(!m.dup());
+                }
+                _ => panic!("not a publish"),
+            }
+            assert!(matches!(
+                read[1],
+                Incoming::PubAck {
+                    pkid: 7,
+                    result: Ok(())
+                }
+            ));
+            assert!(matches!(read[2], Incoming::PingResp));
         }
     }
 
-    /// Queues a publish without waiting (see `publisher`, which keeps room for it).
-    pub fn try_publish(&self, req: PublishRequest) -> Result<(), String> {
-        match self {
-            Client::V4(c) => v4::try_publish(c, req),
-            Client::V5(c) => v5::try_publish(c, req),
+    #[test]
+    fn qos0_messages_have_no_packet_id() {
+        for codec in [Codec::V4, Codec::V5] {
+            let mut buf = BytesMut::new();
+            codec.publish(&mut buf, request(0), 9).unwrap();
+            match codec.read(&mut buf).unwrap() {
+                Some(Incoming::Publish(m)) => assert_eq!(m.pkid(), None),
+                _ => panic!("not a publish"),
+            }
         }
-    }
-
-    /// Queues a DISCONNECT without waiting.
-    pub fn try_disconnect(&self) {
-        let _ = match self {
-            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
-            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
-        };
     }
 }

@@ -1,28 +1,37 @@
 //! The subscribing connection: a persistent session with manual acks. One task owns it: it
-//! (re)subscribes, hands each message to the workers, and sends their acknowledgements.
+//! (re)subscribes, processes each message (its rules, their actions) as a future of its
+//! own, and sends the acknowledgements, in the order the messages arrived.
 //!
-//! Invariant: an acknowledgement goes out only on the connection its message came on. A
-//! message is tagged with the connection it arrived on (`generation`); when that connection
-//! is lost, the broker redelivers the message on the next one (same session, same packet
-//! id), so the late ack of the old copy is dropped, never sent on the new connection where
-//! its packet id may name another message. Because this task alone hands acks to rumqttc,
-//! the check and the send cannot race with a reconnection.
+//! Invariant: an acknowledgement goes out only on the connection its message came on, and
+//! only after the acknowledgements of every message that arrived before it on that
+//! connection (MQTT 3.1.1, 4.6). A message is tagged with the connection it arrived on
+//! (`generation`); when that connection is lost, the broker redelivers the message on the
+//! next one (same session, same packet id), so the late ack of the old copy is dropped,
+//! never sent on the new connection where its packet id may name another message.
 //!
-//! The task never awaits anything but its own events (rumqtt issues #263 and #1025): while
-//! the workers are busy, messages wait in `backlog`; past `max_backlog` it stops reading the
-//! network, which pushes back on the broker through TCP.
+//! Nothing here waits on anything but this task's own wake-ups: what one read brings is
+//! parsed, dispatched and answered with one write. The messages being processed are
+//! futures polled by this task (no task per message); past `max_held` messages held it
+//! stops reading the socket, which pushes back on the broker through TCP.
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{Client, Event, EventLoop, Message};
+use super::conn::Conn;
+use super::lanes::Lanes;
+use super::session::{Incoming, Message};
 use super::Stats;
 use crate::backoff::Backoff;
+use crate::worker::Worker;
 
 /// A message, the connection it arrived on, and its place in that connection's stream.
 pub struct Delivery {
@@ -31,218 +40,509 @@ pub struct Delivery {
     pub seq: u64,
 }
 
-/// The acknowledgements of the current connection. A finished message waits in `window`
-/// until every earlier one has finished, so that PUBACKs leave in the order the messages
-/// came (MQTT 3.1.1 section 4.6); then in `unsent` until rumqttc's request queue has room
-/// (it takes one request a poll, and the window can release hundreds at once).
+/// A message being processed; true when it may be acknowledged.
+type Processing = Pin<Box<dyn Future<Output = (Delivery, bool)> + Send>>;
+
+/// The acknowledgements of the current connection, in arrival order.
 #[derive(Default)]
 struct Acks {
-    /// The connection the messages came on: bumped when it is lost.
-    generation: u64,
     next_seq: u64,
-    /// The seq of the first slot of `window`.
+    /// The sequence number of `window[0]`.
     base: u64,
-    /// A slot a message received on this connection; filled when it finished.
-    window: VecDeque<Option<Message>>,
-    unsent: VecDeque<Message>,
+    /// Per message since `base`: its packet id (`None` at QoS 0, which has no PUBACK), and
+    /// whether it finished.
+    window: VecDeque<(Option<u16>, bool)>,
+    /// Finished, with every earlier message: to be sent.
+    ready: Vec<Option<u16>>,
 }
 
 impl Acks {
-    /// Tags a message received now.
-    fn received(&mut self, message: Message) -> Delivery {
-        self.window.push_back(None);
+    fn received(&mut self, pkid: Option<u16>) -> u64 {
+        self.window.push_back((pkid, false));
         self.next_seq += 1;
-        Delivery {
-            message,
-            generation: self.generation,
-            seq: self.next_seq - 1,
-        }
+        self.next_seq - 1
     }
 
-    /// A message finished: its ack, and those of the later ones that finished before it,
-    /// become ready. False when it came on a connection since lost.
-    fn finished(&mut self, done: Delivery) -> bool {
-        if done.generation != self.generation {
-            return false;
-        }
-        self.window[(done.seq - self.base) as usize] = Some(done.message);
-        while let Some(Some(_)) = self.window.front() {
+    fn finished(&mut self, seq: u64) {
+        self.window[(seq - self.base) as usize].1 = true;
+        while let Some((_, true)) = self.window.front() {
             self.base += 1;
-            self.unsent.extend(self.window.pop_front().flatten());
+            self.ready
+                .extend(self.window.pop_front().map(|(pkid, _)| pkid));
         }
-        true
     }
 
-    /// Hands the ready acks to rumqttc while it has room; returns how many.
-    fn send(&mut self, client: &Client) -> u64 {
-        let mut sent = 0;
-        while let Some(message) = self.unsent.pop_front() {
-            if !client.try_ack(&message) {
-                self.unsent.push_front(message);
-                break;
+    /// Forgets the connection's acks: how many finished messages lose theirs, and the
+    /// messages the broker still counts as unacknowledged (by packet id).
+    fn connection_lost(&mut self) -> (u64, Vec<(u16, Orphan)>) {
+        let mut lost = self.ready.len() as u64;
+        let mut orphans: Vec<(u16, Orphan)> = self
+            .ready
+            .drain(..)
+            .flatten()
+            .map(|p| (p, Orphan::Done))
+            .collect();
+        for (i, (pkid, finished)) in self.window.drain(..).enumerate() {
+            lost += u64::from(finished);
+            if let Some(pkid) = pkid {
+                let seq = self.base + i as u64;
+                orphans.push((
+                    pkid,
+                    if finished {
+                        Orphan::Done
+                    } else {
+                        Orphan::Pending(seq)
+                    },
+                ));
             }
-            sent += 1;
         }
-        sent
-    }
-
-    /// The connection is lost: rumqttc dropped the acks it had not sent, and the broker
-    /// redelivers every message not acknowledged; the finished ones that lose their ack
-    /// are counted in `acks_dropped`.
-    fn connection_lost(&mut self, stats: &Stats) {
-        self.generation += 1;
-        let finished = self.window.iter().flatten().count() + self.unsent.len();
-        stats
-            .acks_dropped
-            .fetch_add(finished as u64, Ordering::Relaxed);
-        self.window.clear();
-        self.unsent.clear();
         self.base = self.next_seq;
+        (lost, orphans)
     }
 }
 
-/// What the task needs besides its connection.
+/// A message of a lost connection the broker will redeliver (same packet id, DUP) when the
+/// session is resumed: its redelivery is acknowledged with its result, not processed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Orphan {
+    /// Still processed, under this sequence number.
+    Pending(u64),
+    /// Finished: its redelivery is acknowledged at once.
+    Done,
+}
+
 pub(super) struct Subscriber {
-    pub client: Client,
-    pub event_loop: EventLoop,
+    pub conn: Conn,
     pub filters: Vec<String>,
-    pub client_id: String,
     pub broker: String,
-    pub max_backlog: usize,
+    pub max_in_flight: usize,
+    pub max_held: usize,
+    pub grace: Duration,
+    pub worker: Arc<Worker>,
     pub stats: Arc<Stats>,
+    pub recycles: Arc<AtomicU64>,
+}
+
+/// The messages topicrule holds, and what happens to them.
+struct Work {
+    acks: Acks,
+    lanes: Lanes,
+    running: FuturesUnordered<Processing>,
+    /// First messages of their lanes, waiting for one of the `max_in_flight` places.
+    ready: VecDeque<Delivery>,
+    /// Messages received and not finished (in `running`, `ready` or a lane).
+    held: usize,
+    max_in_flight: usize,
+    /// Set at shutdown: until when the messages in flight may finish.
+    stopping: Option<Instant>,
+    /// The unacknowledged messages of lost connections, by packet id, until the session
+    /// resumes and the broker redelivers them.
+    orphans: HashMap<u16, Orphan>,
+    /// Redeliveries waiting for the result of their first copy: the first copy's sequence
+    /// number, and the connection and sequence number to acknowledge.
+    adopted: HashMap<u64, (u64, u64)>,
+    worker: Arc<Worker>,
+    stats: Arc<Stats>,
+}
+
+/// Why a session ended.
+enum End {
+    Stop,
+    Lost(String),
+}
+
+impl Work {
+    fn received(&mut self, message: Message, generation: u64) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if message.dup() {
+            self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.stopping.is_some() {
+            return; // Left unacknowledged: redelivered on the next session.
+        }
+        let pkid = message.pkid();
+        let seq = self.acks.received(pkid);
+        if let Some(orphan) = pkid
+            .filter(|_| message.dup())
+            .and_then(|p| self.orphans.remove(&p))
+        {
+            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
+            match orphan {
+                Orphan::Done => self.acks.finished(seq),
+                Orphan::Pending(first) => {
+                    self.adopted.insert(first, (generation, seq));
+                }
+            }
+            return;
+        }
+        self.held += 1;
+        let delivery = Delivery {
+            message,
+            generation,
+            seq,
+        };
+        if let Some(first) = self.lanes.enqueue(delivery) {
+            self.start(first);
+        }
+    }
+
+    fn start(&mut self, delivery: Delivery) {
+        if self.running.len() >= self.max_in_flight {
+            self.ready.push_back(delivery);
+            return;
+        }
+        let worker = self.worker.clone();
+        self.running.push(Box::pin(async move {
+            let message = &delivery.message;
+            let properties = message.properties();
+            let done = worker
+                .process(&message.topic(), message.payload(), properties.as_ref())
+                .await;
+            (delivery, done)
+        }));
+    }
+
+    /// A message finished; `generation` is the current connection's (`None` while
+    /// connecting: no ack can be sent).
+    fn finished(&mut self, (delivery, done): (Delivery, bool), generation: Option<u64>) {
+        self.held -= 1;
+        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        if done {
+            if generation == Some(delivery.generation) {
+                self.acks.finished(delivery.seq);
+            } else {
+                self.stats.acks_dropped.fetch_add(1, Ordering::Relaxed);
+                self.settle_orphan(delivery.seq, delivery.message.pkid(), generation);
+            }
+        }
+        match self.lanes.next(&delivery.message.topic()) {
+            Some(next) => self.start(next),
+            None => {
+                if let Some(next) = self.ready.pop_front() {
+                    self.start(next);
+                }
+            }
+        }
+    }
+
+    /// A message of a lost connection finished: its redelivery on the current connection, if
+    /// it came, is acknowledged; if it has not come yet, it will be at once.
+    fn settle_orphan(&mut self, mut seq: u64, pkid: Option<u16>, generation: Option<u64>) {
+        let Some(pkid) = pkid else { return };
+        loop {
+            match self.adopted.remove(&seq) {
+                Some((g, redelivery)) if Some(g) == generation => {
+                    self.acks.finished(redelivery);
+                    return;
+                }
+                // Adopted on a connection lost since: its own redelivery comes later.
+                Some((_, redelivery)) => seq = redelivery,
+                None => {
+                    if self.orphans.get(&pkid) == Some(&Orphan::Pending(seq)) {
+                        self.orphans.insert(pkid, Orphan::Done);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The connection is lost: the acks not sent are dropped, and the messages they were
+    /// for become orphans.
+    fn connection_lost(&mut self) {
+        let (dropped, orphans) = self.acks.connection_lost();
+        self.stats
+            .acks_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        self.orphans.extend(orphans);
+    }
+
+    /// Connected again: a new session gets no redelivery, so the orphans are forgotten
+    /// (their first copies still finish: nothing is lost).
+    fn connected(&mut self, session_present: bool) {
+        if !session_present {
+            self.orphans.clear();
+            self.adopted.clear();
+        }
+    }
+
+    /// Stops taking messages: those waiting are dropped (the broker redelivers them), those
+    /// being processed get `grace` to finish.
+    fn stop(&mut self, grace: Duration) {
+        self.stopping = Some(Instant::now() + grace);
+        let dropped = self.lanes.clear_waiting() + self.ready.len();
+        self.ready.clear();
+        self.held -= dropped;
+    }
+
+    /// Whether the task is done: stopping, and nothing left to finish or no time left.
+    fn over(&self) -> bool {
+        self.stopping
+            .is_some_and(|until| self.running.is_empty() || Instant::now() >= until)
+    }
+
+    /// Waits until `until`, while the messages being processed go on; returns early when
+    /// the work is over.
+    async fn wait(
+        &mut self,
+        until: Instant,
+        grace: Duration,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) {
+        while !self.over() {
+            let stop_at = self.stopping.unwrap_or(until);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.min(stop_at)) => return,
+                _ = shutdown.as_mut(), if self.stopping.is_none() => self.stop(grace),
+                Some(done) = self.running.next(), if !self.running.is_empty() => self.finished(done, None),
+            }
+        }
+    }
 }
 
 impl Subscriber {
-    /// Runs until `close`. Hands messages to `dispatch` until `shutdown` (then drops it, and
-    /// leaves later messages unacknowledged for redelivery); acknowledges the messages that
-    /// come back `finished` until `close`, so that those finishing during the shutdown grace
-    /// are acknowledged.
-    pub async fn run(
-        mut self,
-        dispatch: mpsc::Sender<Delivery>,
-        mut finished: mpsc::Receiver<Delivery>,
-        shutdown: CancellationToken,
-        close: CancellationToken,
-        mut recycled: watch::Receiver<u64>,
-    ) {
-        let mut dispatch = Some(dispatch);
-        let mut backlog: VecDeque<Delivery> = VecDeque::new();
-        let mut acks = Acks::default();
-        let mut connected_before = false;
-        let mut connected = false;
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Subscriber {
+            mut conn,
+            filters,
+            broker,
+            max_in_flight,
+            max_held,
+            grace,
+            worker,
+            stats,
+            recycles,
+        } = self;
+        let mut work = Work {
+            acks: Acks::default(),
+            lanes: Lanes::default(),
+            running: FuturesUnordered::new(),
+            ready: VecDeque::new(),
+            held: 0,
+            max_in_flight,
+            stopping: None,
+            orphans: HashMap::new(),
+            adopted: HashMap::new(),
+            worker,
+            stats: stats.clone(),
+        };
+        let mut shutdown = pin!(shutdown.cancelled());
         let mut backoff = Backoff::reconnect();
-        let mut reconnect_at: Option<Instant> = None;
-        loop {
-            if dispatch.is_some() && shutdown.is_cancelled() {
-                dispatch = None; // The router sees the end of its queue.
-                backlog.clear(); // Left unacknowledged: redelivered on the next session.
-            }
-            let sent = acks.send(&self.client);
-            self.stats.acknowledged.fetch_add(sent, Ordering::Relaxed);
-            // Not biased: a stream of finished messages must not starve the poll, which is
-            // what drains rumqttc's request queue.
-            tokio::select! {
-                _ = close.cancelled() => break,
-                Ok(()) = recycled.changed() => {
-                    self.event_loop.clean();
-                    acks.connection_lost(&self.stats);
-                    connected = false;
-                    reconnect_at = None;
-                }
-                Some(done) = finished.recv(), if acks.unsent.is_empty() => {
-                    if !acks.finished(done) {
-                        self.stats.acks_dropped.fetch_add(1, Ordering::Relaxed);
+        let mut connected_before = false;
+        let mut seen_recycles = recycles.load(Ordering::Relaxed);
+        while !work.over() {
+            let connected = {
+                let mut connecting = pin!(conn.connect());
+                loop {
+                    tokio::select! {
+                        connected = &mut connecting => break Some(connected),
+                        _ = shutdown.as_mut(), if work.stopping.is_none() => work.stop(grace),
+                        Some(done) = work.running.next(), if !work.running.is_empty() => work.finished(done, None),
+                    }
+                    if work.over() {
+                        break None;
                     }
                 }
-                permit = reserve(&dispatch), if !backlog.is_empty() => {
-                    if let Some(permit) = permit {
-                        permit.send(backlog.pop_front().expect("the backlog is not empty"));
+            };
+            let lost = match connected {
+                None => break,
+                Some(Err(e)) => format!("cannot connect to the broker at {broker}: {e}"),
+                Some(Ok(connected)) => {
+                    backoff.reset();
+                    work.connected(connected.session_present);
+                    on_connected(
+                        &mut conn,
+                        &broker,
+                        &filters,
+                        connected.session_present,
+                        connected_before,
+                    );
+                    connected_before = true;
+                    let end = poll_fn(|cx| {
+                        session(
+                            &mut conn,
+                            &mut work,
+                            cx,
+                            shutdown.as_mut(),
+                            grace,
+                            max_held,
+                            &recycles,
+                            &mut seen_recycles,
+                        )
+                    })
+                    .await;
+                    match end {
+                        End::Stop => break,
+                        End::Lost(e) => {
+                            work.connection_lost();
+                            format!("broker connection lost: {e}")
+                        }
                     }
                 }
-                // Past `max_backlog`, only to hand rumqttc the acks waiting for room: the
-                // poll is what drains its request queue.
-                event = self.event_loop.poll_after(reconnect_at), if backlog.len() < self.max_backlog || !acks.unsent.is_empty() => match event {
-                    Ok(Event::Connected { session_present }) => {
-                        reconnect_at = None;
-                        backoff.reset();
-                        connected = true;
-                        self.on_connected(session_present, connected_before);
-                        connected_before = true;
-                    }
-                    Ok(Event::Subscribed { granted, refused }) => self.on_subscribed(granted, refused),
-                    Ok(Event::Message(message)) => {
-                        self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        if message.dup() {
-                            self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if dispatch.is_some() {
-                            backlog.push_back(acks.received(message));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        acks.connection_lost(&self.stats);
-                        self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
-                        let pause = backoff.pause();
-                        if connected {
-                            tracing::warn!("broker connection lost: {e}; reconnecting in {pause:?}");
-                        } else {
-                            tracing::warn!("cannot connect to the broker at {}: {e}; retrying in {pause:?}", self.broker);
-                        }
-                        connected = false;
-                        reconnect_at = Some(Instant::now() + pause);
-                    }
-                },
-            }
+            };
+            conn.drop_connection();
+            stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+            let pause = backoff.pause();
+            tracing::warn!("{lost}; reconnecting in {pause:?}");
+            work.wait(Instant::now() + pause, grace, shutdown.as_mut())
+                .await;
         }
-        acks.send(&self.client);
-        self.client.try_disconnect();
-        // Let the last acks and the DISCONNECT reach the broker, briefly.
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while self.event_loop.poll().await.is_ok() {}
-        })
-        .await;
-    }
-
-    fn on_connected(&self, session_present: bool, connected_before: bool) {
-        tracing::info!(
-            "connected to the broker at {} as `{}` (session present: {session_present})",
-            self.broker,
-            self.client_id
-        );
-        if !session_present && connected_before {
+        if !work.running.is_empty() {
             tracing::warn!(
-                "the broker lost topicrule's session: messages published while topicrule was disconnected may be lost; \
-                 keep sessions across broker restarts (mosquitto: `persistence true`, and `max_queued_messages` high enough; \
-                 MQTT 5 brokers: a session expiry, `[broker] session_expiry`)"
+                "{} message(s) did not finish within {grace:?}; they stay unacknowledged and the broker will redeliver them",
+                work.running.len()
             );
         }
-        // A present session keeps its subscriptions: subscribing again would make the
-        // broker send its retained messages again.
-        if session_present && connected_before {
-            return;
-        }
-        if let Err(e) = self.client.try_subscribe(&self.filters) {
-            tracing::error!("cannot subscribe to {:?}: {e}", self.filters);
-        }
-    }
-
-    fn on_subscribed(&self, granted: usize, refused: usize) {
-        if refused > 0 {
-            self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                "the broker refused {refused} of the subscriptions {:?}",
-                self.filters
-            );
-        }
-        tracing::info!("subscribed to {granted} filter(s)");
+        conn.disconnect(Duration::from_millis(500)).await;
     }
 }
 
-/// Room in the dispatch queue; `None` once the queue is dropped or closed.
-async fn reserve(dispatch: &Option<mpsc::Sender<Delivery>>) -> Option<mpsc::Permit<'_, Delivery>> {
-    match dispatch {
-        Some(dispatch) => dispatch.reserve().await.ok(),
-        None => std::future::pending().await,
+fn on_connected(
+    conn: &mut Conn,
+    broker: &str,
+    filters: &[String],
+    session_present: bool,
+    connected_before: bool,
+) {
+    tracing::info!(
+        "connected to the broker at {broker} as `{}` (session present: {session_present})",
+        conn.client_id()
+    );
+    if !session_present && connected_before {
+        tracing::warn!(
+            "the broker lost topicrule's session: messages published while topicrule was disconnected may be lost; \
+             keep sessions across broker restarts (mosquitto: `persistence true`, and `max_queued_messages` high enough; \
+             MQTT 5 brokers: a session expiry, `[broker] session_expiry`)"
+        );
+    }
+    if !session_present || !connected_before {
+        conn.codec.subscribe(&mut conn.out, 1, filters);
+    }
+}
+
+/// Drives a connection: reads and dispatches messages, polls the ones being processed,
+/// writes their acks; until the connection is lost or the work is over.
+#[allow(clippy::too_many_arguments)]
+fn session(
+    conn: &mut Conn,
+    work: &mut Work,
+    cx: &mut Context<'_>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    grace: Duration,
+    max_held: usize,
+    recycles: &AtomicU64,
+    seen_recycles: &mut u64,
+) -> Poll<End> {
+    loop {
+        let mut progress = false;
+        if work.stopping.is_none() && shutdown.as_mut().poll(cx).is_ready() {
+            work.stop(grace);
+        }
+        while let Poll::Ready(Some(done)) = work.running.poll_next_unpin(cx) {
+            work.finished(done, Some(conn.generation));
+            progress = true;
+        }
+        let mut read = false;
+        if work.held < max_held {
+            match conn.poll_read(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
+                Poll::Ready(Ok(())) => read = true,
+                Poll::Pending => {}
+            }
+        }
+        progress |= read;
+        loop {
+            match conn.next_packet() {
+                Err(e) => return Poll::Ready(End::Lost(e)),
+                Ok(None) => break,
+                Ok(Some(Incoming::Publish(message))) => work.received(message, conn.generation),
+                Ok(Some(Incoming::SubAck { granted, refused })) => {
+                    if refused > 0 {
+                        work.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("the broker refused {refused} of the subscriptions");
+                    }
+                    tracing::info!("subscribed to {granted} filter(s)");
+                }
+                Ok(Some(Incoming::Disconnect(reason))) => return Poll::Ready(End::Lost(reason)),
+                Ok(Some(Incoming::ConnAck { .. })) => {
+                    return Poll::Ready(End::Lost("a second CONNACK from the broker".into()))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+        if !work.acks.ready.is_empty() {
+            for pkid in work.acks.ready.drain(..) {
+                if let Some(pkid) = pkid {
+                    conn.codec.puback(&mut conn.out, pkid);
+                }
+                work.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Acks that finished without a message arriving (a publish's PUBACK came) wait for
+        // the next arrival's wake-up, within a millisecond.
+        let flushed = match conn.poll_write_soon(cx, read || work.stopping.is_some()) {
+            Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
+            Poll::Ready(Ok(())) => true,
+            Poll::Pending => false,
+        };
+        if flushed && work.over() {
+            return Poll::Ready(End::Stop);
+        }
+        match conn.poll_tick(cx) {
+            Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
+            Poll::Ready(Ok(())) => {
+                progress = true;
+                let now = recycles.load(Ordering::Relaxed);
+                if now != *seen_recycles {
+                    *seen_recycles = now;
+                    return Poll::Ready(End::Lost(
+                        "the connection was recycled by the watchdog".into(),
+                    ));
+                }
+            }
+            Poll::Pending => {}
+        }
+        if !progress {
+            return Poll::Pending;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_leave_in_arrival_order() {
+        let mut acks = Acks::default();
+        let seqs: Vec<u64> = [Some(7), None, Some(9)]
+            .into_iter()
+            .map(|pkid| acks.received(pkid))
+            .collect();
+        acks.finished(seqs[2]);
+        acks.finished(seqs[1]);
+        assert!(acks.ready.is_empty(), "an ack overtook an earlier message");
+        acks.finished(seqs[0]);
+        assert_eq!(acks.ready, [Some(7), None, Some(9)]);
+    }
+
+    #[test]
+    fn a_lost_connection_leaves_orphans_by_packet_id() {
+        let mut acks = Acks::default();
+        let first = acks.received(Some(1));
+        let second = acks.received(Some(2));
+        acks.received(None);
+        acks.finished(second);
+        let (lost, orphans) = acks.connection_lost();
+        assert_eq!(lost, 1, "one finished message loses its ack");
+        assert_eq!(
+            orphans,
+            [(1, Orphan::Pending(first)), (2, Orphan::Done)],
+            "the QoS 0 message is no orphan"
+        );
+        // The next connection's messages start a new window.
+        let next = acks.received(Some(1));
+        acks.finished(next);
+        assert_eq!(acks.ready, [Some(1)]);
     }
 }

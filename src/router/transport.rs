@@ -1,4 +1,5 @@
-//! Where and how to reach the broker: the URL's scheme, host and port, and TLS.
+//! Where and how to reach the broker: the URL's scheme, host and port, TLS, and opening the
+//! byte stream (TCP, TLS, WebSockets) the MQTT session runs on.
 //!
 //! Every file (CA, certificate, key) is read and checked here, once, before the first
 //! connection: a wrong path or a bad key stops `topicrule run` at start with its name,
@@ -8,17 +9,26 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use async_tungstenite::tungstenite::client::IntoClientRequest as _;
 use rumqttc::tokio_rustls::rustls::{self, pki_types, ClientConfig, RootCertStore};
-use rumqttc::{TlsConfiguration, Transport};
+use rumqttc::tokio_rustls::TlsConnector;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::config::Broker;
 
-/// What rumqttc needs to open the connection: its `broker_addr` (a host, or the whole URL for
-/// WebSockets), a port and a transport.
+/// The byte stream of a connection, whatever carries it.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Where the broker is and how to speak to it.
+#[derive(Clone)]
 pub(super) struct Endpoint {
-    pub addr: String,
+    pub host: String,
     pub port: u16,
-    pub transport: Transport,
+    tls: Option<Arc<ClientConfig>>,
+    /// The whole URL, for MQTT over WebSockets.
+    websocket: Option<String>,
 }
 
 /// The endpoint of `broker.url`, with TLS set up from `ca_file`, `cert_file` and `key_file`.
@@ -44,19 +54,62 @@ pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
     if uses_tls_files && !tls {
         bail!("`ca_file`, `cert_file` and `key_file` need a TLS URL (mqtts:// or wss://), not `{url}`");
     }
-    let transport = match (tls, websocket) {
-        (false, false) => Transport::Tcp,
-        (true, false) => Transport::Tls(tls_configuration(broker)?),
-        (false, true) => Transport::Ws,
-        (true, true) => Transport::Wss(tls_configuration(broker)?),
-    };
-    // rumqttc reads the host and port of a WebSocket connection from the URL itself.
-    let addr = if websocket { url.to_owned() } else { host };
     Ok(Endpoint {
-        addr,
+        host,
         port,
-        transport,
+        tls: if tls {
+            Some(tls_configuration(broker)?)
+        } else {
+            None
+        },
+        websocket: websocket.then(|| url.to_owned()),
     })
+}
+
+impl Endpoint {
+    /// Opens the byte stream: TCP, then TLS and the WebSocket handshake when the URL asks.
+    pub async fn open(&self) -> Result<Box<dyn Stream>, String> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("cannot reach {}:{}: {e}", self.host, self.port))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("`{}` is not a TLS server name: {e}", self.host))?;
+                let tls = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {}: {e}", self.host))?;
+                Box::new(tls)
+            }
+        };
+        let Some(url) = &self.websocket else {
+            return Ok(stream);
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| format!("invalid WebSocket URL `{url}`: {e}"))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "mqtt".parse().expect("a valid header"),
+        );
+        let (socket, response) = async_tungstenite::tokio::client_async(request, stream)
+            .await
+            .map_err(|e| format!("WebSocket handshake with {url}: {e}"))?;
+        let protocol = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok());
+        if protocol.map(str::trim) != Some("mqtt") {
+            return Err(format!(
+                "{url} does not speak MQTT over WebSockets (its Sec-WebSocket-Protocol is {protocol:?})"
+            ));
+        }
+        Ok(Box::new(ws_stream_tungstenite::WsStream::new(socket)))
+    }
 }
 
 /// The host (without IPv6 brackets) and port of `host[:port][/path]`.
@@ -77,7 +130,7 @@ fn host_port(rest: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
 
 /// A rustls configuration: the CA of `ca_file` (or the system's), and the client certificate
 /// of `cert_file` and `key_file` when both are set.
-fn tls_configuration(broker: &Broker) -> anyhow::Result<TlsConfiguration> {
+fn tls_configuration(broker: &Broker) -> anyhow::Result<Arc<ClientConfig>> {
     let roots = match &broker.ca_file {
         Some(path) => roots_from_file(path)?,
         None => system_roots()?,
@@ -99,7 +152,7 @@ fn tls_configuration(broker: &Broker) -> anyhow::Result<TlsConfiguration> {
         (Some(_), None) => bail!("`cert_file` is set without `key_file`: mutual TLS needs both"),
         (None, Some(_)) => bail!("`key_file` is set without `cert_file`: mutual TLS needs both"),
     };
-    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 fn certificates(path: &Path) -> anyhow::Result<Vec<pki_types::CertificateDer<'static>>> {
@@ -155,19 +208,17 @@ mod tests {
     #[test]
     fn plain_urls_give_host_and_port() {
         let e = endpoint(&broker("mqtt://example.org")).unwrap();
-        assert_eq!((e.addr.as_str(), e.port), ("example.org", 1883));
+        assert_eq!((e.host.as_str(), e.port), ("example.org", 1883));
         let e = endpoint(&broker("tcp://[::1]:1884/")).unwrap();
-        assert_eq!((e.addr.as_str(), e.port), ("::1", 1884));
+        assert_eq!((e.host.as_str(), e.port), ("::1", 1884));
     }
 
     #[test]
     fn websocket_urls_are_kept_whole() {
         let e = endpoint(&broker("ws://127.0.0.1:9001/mqtt")).unwrap();
-        assert_eq!(
-            (e.addr.as_str(), e.port),
-            ("ws://127.0.0.1:9001/mqtt", 9001)
-        );
-        assert!(matches!(e.transport, Transport::Ws));
+        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 9001));
+        assert_eq!(e.websocket.as_deref(), Some("ws://127.0.0.1:9001/mqtt"));
+        assert!(e.tls.is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! MQTT 3.1.1 (`protocol = "3.1.1"`): rumqttc's v4 client behind the router's `session` shape.
+//! MQTT 3.1.1 (`protocol = "3.1.1"`), in rumqttc's v4 packet codec, behind the router's
+//! `session` shape.
 //!
 //! What MQTT 3.1.1 lacks, and what takes its place:
 //! - session expiry: the subscribing session is persistent (clean session off) and lasts as
@@ -7,93 +8,97 @@
 //!   and the router's bounded backlog, which stops reading the socket, bound memory instead;
 //! - republish `headers` and the incoming MQTT 5 properties: dropped, with a warning at start.
 
-use std::time::Duration;
-
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::Error;
 use rumqttc::{
-    AsyncClient, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
+    ConnectReturnCode, Login, Packet, Protocol, Publish, QoS, Subscribe, SubscribeFilter,
+    SubscribeReasonCode,
 };
 
-use super::session::{Event, Message, Role};
-use super::transport::Endpoint;
+use super::session::{ConnectOptions, Incoming, Message, MAX_PACKET};
 use crate::actions::republish::PublishRequest;
-use crate::config::Settings;
 use crate::rules::{ActionSpec, Rule};
 
-pub(super) fn options(
-    settings: &Settings,
-    endpoint: Endpoint,
-    password: Option<String>,
-    role: Role,
-) -> MqttOptions {
-    let mut o = MqttOptions::new(role.client_id(settings), endpoint.addr, endpoint.port);
-    o.set_transport(endpoint.transport);
-    o.set_keep_alive(Duration::from_secs(settings.broker.keep_alive.max(5)));
-    o.set_max_packet_size(256 * 1024 * 1024, 256 * 1024 * 1024);
-    if let Some(user) = &settings.broker.username {
-        o.set_credentials(user.clone(), password.unwrap_or_default());
-    }
-    match role {
-        Role::Subscriber => {
-            o.set_clean_session(false);
-            o.set_manual_acks(true);
-            o.set_inflight(8); // It publishes nothing.
-        }
-        Role::Publisher => {
-            o.set_clean_session(true);
-            o.set_inflight(settings.router.max_in_flight.get());
-        }
-    }
-    o
-}
-
-pub(super) fn event(event: rumqttc::Event) -> Event {
-    use rumqttc::Event::{Incoming, Outgoing as Out};
-    match event {
-        Incoming(Packet::ConnAck(ack)) => Event::Connected {
+pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+    let packet = match Packet::read(buf, MAX_PACKET) {
+        Ok(packet) => packet,
+        Err(Error::InsufficientBytes(_)) => return Ok(None),
+        Err(e) => return Err(format!("a malformed packet from the broker: {e}")),
+    };
+    Ok(Some(match packet {
+        Packet::ConnAck(ack) => Incoming::ConnAck {
             session_present: ack.session_present,
+            refused: (ack.code != ConnectReturnCode::Success)
+                .then(|| format!("the broker refused the connection: {:?}", ack.code)),
+            receive_maximum: None,
         },
-        Incoming(Packet::SubAck(ack)) => {
+        Packet::Publish(publish) => Incoming::Publish(Message::V4(publish)),
+        // MQTT 3.1.1 has no reason codes: a PUBACK is a success.
+        Packet::PubAck(ack) => Incoming::PubAck {
+            pkid: ack.pkid,
+            result: Ok(()),
+        },
+        Packet::SubAck(ack) => {
             let granted = ack
                 .return_codes
                 .iter()
                 .filter(|c| matches!(c, SubscribeReasonCode::Success(_)))
                 .count();
-            Event::Subscribed {
+            Incoming::SubAck {
                 granted,
                 refused: ack.return_codes.len() - granted,
             }
         }
-        Incoming(Packet::Publish(publish)) => Event::Message(Message::V4(publish)),
-        // MQTT 3.1.1 has no reason codes: a PUBACK is a success.
-        Incoming(Packet::PubAck(ack)) => Event::Acked {
-            pkid: ack.pkid,
-            result: Ok(()),
-        },
-        Out(Outgoing::Publish(pkid)) => Event::Sent(pkid),
-        _ => Event::Other,
-    }
+        Packet::PingResp => Incoming::PingResp,
+        _ => Incoming::Other,
+    }))
 }
 
-pub(super) fn try_subscribe(client: &AsyncClient, filters: &[String]) -> Result<(), String> {
-    client
-        .try_subscribe_many(
-            filters
-                .iter()
-                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
-        )
-        .map_err(|e| e.to_string())
+pub(super) fn connect(buf: &mut BytesMut, o: &ConnectOptions) {
+    let connect = rumqttc::Connect {
+        protocol: Protocol::V4,
+        keep_alive: o.keep_alive_secs,
+        client_id: o.client_id.clone(),
+        clean_session: o.clean,
+        last_will: None,
+        login: o.login.as_ref().map(|(u, p)| Login::new(u, p)),
+    };
+    Packet::Connect(connect)
+        .write(buf, MAX_PACKET)
+        .expect("a CONNECT is far below the packet size limit");
+}
+
+pub(super) fn subscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
+    let mut subscribe = Subscribe::new_many(
+        filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+    );
+    subscribe.pkid = pkid;
+    Packet::Subscribe(subscribe)
+        .write(buf, MAX_PACKET)
+        .expect("a SUBSCRIBE is far below the packet size limit");
 }
 
 /// Publishes without the MQTT 5 headers, which MQTT 3.1.1 cannot carry.
-pub(super) fn try_publish(client: &AsyncClient, req: PublishRequest) -> Result<(), String> {
+pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Result<(), String> {
     let qos = if req.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
-    client
-        .try_publish(req.topic, qos, req.retain, req.payload)
-        .map_err(|e| e.to_string())
+    let publish = Publish {
+        dup: false,
+        qos,
+        retain: req.retain,
+        topic: req.topic,
+        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
+        payload: Bytes::from(req.payload),
+    };
+    Packet::Publish(publish)
+        .write(buf, MAX_PACKET)
+        .map(drop)
+        .map_err(|e| format!("cannot publish: {e}"))
 }
 
 /// Warns, once at start, about each rule whose republish headers MQTT 3.1.1 will drop.

@@ -1,106 +1,101 @@
-//! MQTT 5 (the default): rumqttc's `v5` client behind the router's `session` shape.
+//! MQTT 5 (the default), in rumqttc's `v5` packet codec, behind the router's `session` shape.
 //!
 //! The subscribing session expires `session_expiry` seconds after a disconnection, and
 //! announces `max_in_flight` as its receive maximum, so that the broker itself never sends
 //! more unacknowledged messages than the router holds.
 
-use std::time::Duration;
+use bytes::{Bytes, BytesMut};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Filter, Login, Packet,
+    PubAckReason, Publish, PublishProperties, Subscribe, SubscribeReasonCode,
+};
+use rumqttc::v5::mqttbytes::{Error, QoS};
 
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties, SubscribeReasonCode};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, MqttOptions};
-use rumqttc::Outgoing;
-
-use super::session::{Event, Message, Role};
-use super::transport::Endpoint;
+use super::session::{ConnectOptions, Incoming, Message, MAX_PACKET};
 use crate::actions::republish::PublishRequest;
-use crate::config::Settings;
 
-/// Outgoing in-flight publishes the subscribing connection has room for (it has none).
-const SUBSCRIBER_OUTGOING: u16 = 8;
+const MAX: Option<u32> = Some(MAX_PACKET as u32);
 
-pub(super) fn options(
-    settings: &Settings,
-    endpoint: Endpoint,
-    password: Option<String>,
-    role: Role,
-) -> MqttOptions {
-    let mut o = MqttOptions::new(role.client_id(settings), endpoint.addr, endpoint.port);
-    o.set_transport(endpoint.transport);
-    o.set_keep_alive(Duration::from_secs(settings.broker.keep_alive.max(5)));
-    o.set_max_packet_size(Some(256 * 1024 * 1024));
-    if let Some(user) = &settings.broker.username {
-        o.set_credentials(user.clone(), password.unwrap_or_default());
-    }
-    match role {
-        Role::Subscriber => {
-            o.set_clean_start(false);
-            o.set_session_expiry_interval(Some(settings.broker.session_expiry));
-            o.set_manual_acks(true);
-            o.set_receive_maximum(Some(settings.router.max_in_flight.get()));
-            // It publishes nothing: rumqttc's table of outgoing publishes stays small
-            // (by default it is sized for 65,535 of them, 14 MB).
-            o.set_outgoing_inflight_upper_limit(SUBSCRIBER_OUTGOING);
-        }
-        Role::Publisher => {
-            o.set_clean_start(true);
-            o.set_outgoing_inflight_upper_limit(settings.router.max_in_flight.get());
-        }
-    }
-    o
-}
-
-pub(super) fn event(event: rumqttc::v5::Event) -> Event {
-    use rumqttc::v5::Event::{Incoming, Outgoing as Out};
-    match event {
-        Incoming(Packet::ConnAck(ack)) => Event::Connected {
+pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+    let packet = match Packet::read(buf, MAX) {
+        Ok(packet) => packet,
+        Err(Error::InsufficientBytes(_)) => return Ok(None),
+        Err(e) => return Err(format!("a malformed packet from the broker: {e}")),
+    };
+    Ok(Some(match packet {
+        Packet::ConnAck(ack) => Incoming::ConnAck {
             session_present: ack.session_present,
+            refused: (ack.code != ConnectReturnCode::Success)
+                .then(|| format!("the broker refused the connection: {:?}", ack.code)),
+            receive_maximum: ack
+                .properties
+                .as_ref()
+                .and_then(|p: &ConnAckProperties| p.receive_max),
         },
-        Incoming(Packet::SubAck(ack)) => {
+        Packet::Publish(publish) => Incoming::Publish(Message::V5(publish)),
+        Packet::PubAck(ack) => Incoming::PubAck {
+            pkid: ack.pkid,
+            result: match ack.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                refusal => Err(format!("the broker refused the publish ({refusal:?})")),
+            },
+        },
+        Packet::SubAck(ack) => {
             let granted = ack
                 .return_codes
                 .iter()
                 .filter(|c| matches!(c, SubscribeReasonCode::Success(_)))
                 .count();
-            Event::Subscribed {
+            Incoming::SubAck {
                 granted,
                 refused: ack.return_codes.len() - granted,
             }
         }
-        Incoming(Packet::Publish(publish)) => Event::Message(Message::V5(publish)),
-        Incoming(Packet::PubAck(ack)) => {
-            let result = if (ack.reason as u8) < 0x80 {
-                Ok(())
-            } else {
-                Err(format!("the broker refused the publish ({:?})", ack.reason))
-            };
-            Event::Acked {
-                pkid: ack.pkid,
-                result,
-            }
-        }
-        Out(Outgoing::Publish(pkid)) => Event::Sent(pkid),
-        _ => Event::Other,
-    }
+        Packet::PingResp(_) => Incoming::PingResp,
+        Packet::Disconnect(d) => Incoming::Disconnect(format!(
+            "the broker disconnected topicrule: {:?}{}",
+            d.reason_code,
+            d.properties
+                .and_then(|p| p.reason_string)
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )),
+        _ => Incoming::Other,
+    }))
 }
 
-pub(super) fn try_subscribe(client: &AsyncClient, filters: &[String]) -> Result<(), String> {
-    client
-        .try_subscribe_many(
-            filters
-                .iter()
-                .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce)),
-        )
-        .map_err(|e| e.to_string())
-}
-
-/// Takes the request by value: its topic, payload and headers move into the packet.
-pub(super) fn try_publish(client: &AsyncClient, req: PublishRequest) -> Result<(), String> {
-    let qos = if req.qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
+pub(super) fn connect(buf: &mut BytesMut, o: &ConnectOptions) {
+    let connect = Connect {
+        keep_alive: o.keep_alive_secs,
+        client_id: o.client_id.clone(),
+        clean_start: o.clean,
+        properties: Some(ConnectProperties {
+            session_expiry_interval: o.session_expiry,
+            receive_maximum: o.receive_maximum,
+            max_packet_size: MAX,
+            ..ConnectProperties::new()
+        }),
     };
+    let login = o.login.as_ref().map(|(u, p)| Login::new(u, p));
+    Packet::Connect(connect, None, login)
+        .write(buf, MAX)
+        .expect("a CONNECT is far below the packet size limit");
+}
+
+pub(super) fn subscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
+    let mut subscribe = Subscribe::new_many(
+        filters
+            .iter()
+            .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce)),
+        None,
+    );
+    subscribe.pkid = pkid;
+    Packet::Subscribe(subscribe)
+        .write(buf, MAX)
+        .expect("a SUBSCRIBE is far below the packet size limit");
+}
+
+pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Result<(), String> {
     let properties = PublishProperties {
         payload_format_indicator: req.payload_format_utf8.map(u8::from),
         message_expiry_interval: req.message_expiry,
@@ -110,7 +105,23 @@ pub(super) fn try_publish(client: &AsyncClient, req: PublishRequest) -> Result<(
         content_type: req.content_type,
         ..Default::default()
     };
-    client
-        .try_publish_with_properties(req.topic, qos, req.retain, req.payload, properties)
-        .map_err(|e| e.to_string())
+    let has_properties = properties != PublishProperties::default();
+    let qos = if req.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    let publish = Publish {
+        dup: false,
+        qos,
+        retain: req.retain,
+        topic: Bytes::from(req.topic.into_bytes()),
+        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
+        payload: Bytes::from(req.payload),
+        properties: has_properties.then_some(properties),
+    };
+    Packet::Publish(publish)
+        .write(buf, MAX)
+        .map(drop)
+        .map_err(|e| format!("cannot publish: {e}"))
 }
