@@ -1,22 +1,23 @@
-//! The MQTT side: two connections, the workers between them, the watchdog, the shutdown.
+//! The MQTT side: two connections, the watchdog, the shutdown.
 //!
 //! Invariant: the PUBACK of a message goes to the broker only after every action of every
 //! matched rule has finished (or its failure was handled by the rule's error action), and
 //! only on the connection the message came on. A message whose actions could not be done
 //! is left unacknowledged: the broker redelivers it on the next session, so nothing is lost.
 //!
-//! Each connection has one task that owns its rumqttc event loop and never awaits anything
-//! but its own events (rumqtt issues #263 and #1025): `subscriber` (a persistent session
-//! with manual acks; messages out to the workers, acks back in) and `publisher` (a clean
-//! session for the republish actions; each publish waits for its own PUBACK). Every wait
-//! has a deadline, and the watchdog reconnects both when messages stop progressing.
+//! Each connection has one task that owns it (`conn`: its stream, buffers, keep-alive) and
+//! never awaits anything but its own wake-ups: `subscriber` (a persistent session with
+//! manual acks; each message processed as a future of that task, acks out in arrival order)
+//! and `publisher` (a clean session for the republish actions; each publish waits for its
+//! own PUBACK). Every wait has a deadline, and the watchdog reconnects both when messages
+//! stop progressing.
 //!
-//! Between them, `lanes`: the messages of one topic are processed one at a time, in arrival
-//! order, different topics in parallel; and the subscriber sends the PUBACKs in arrival
-//! order too, each once its message and every earlier one have finished.
+//! `lanes`: the messages of one topic are processed one at a time, in arrival order,
+//! different topics in parallel.
 //!
-//! `session` gives both protocols (`v5`, and `v4` for MQTT 3.1.1) one shape, and `transport`
-//! turns the broker URL (mqtt, mqtts, ws, wss) and the TLS files into a connection.
+//! `session` gives both protocols (`v5`, and `v4` for MQTT 3.1.1, rumqttc's packet codecs)
+//! one shape, and `transport` turns the broker URL (mqtt, mqtts, ws, wss) and the TLS files
+//! into a byte stream.
 
 mod conn;
 mod lanes;

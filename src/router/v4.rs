@@ -5,7 +5,8 @@
 //! - session expiry: the subscribing session is persistent (clean session off) and lasts as
 //!   long as the broker keeps such sessions (mosquitto: `persistent_client_expiration`);
 //! - receive maximum: the broker's own in-flight limit (mosquitto: `max_inflight_messages`)
-//!   and the router's bounded backlog, which stops reading the socket, bound memory instead;
+//!   and the subscriber's bound on messages held, which stops reading the socket, bound memory
+//!   instead;
 //! - republish `headers` and the incoming MQTT 5 properties: dropped, with a warning at start.
 
 use bytes::{Bytes, BytesMut};
