@@ -162,10 +162,14 @@ impl Work {
         }
         let pkid = message.pkid();
         let seq = self.acks.received(pkid);
-        if let Some(orphan) = pkid
-            .filter(|_| message.dup())
-            .and_then(|p| self.orphans.remove(&p))
-        {
+        // A packet id the broker uses for a new message names no orphan any more.
+        let orphan = match pkid {
+            Some(p) if !self.orphans.is_empty() => {
+                self.orphans.remove(&p).filter(|_| message.dup())
+            }
+            _ => None,
+        };
+        if let Some(orphan) = orphan {
             self.stats.adopted.fetch_add(1, Ordering::Relaxed);
             match orphan {
                 Orphan::Done => self.acks.finished(seq),
