@@ -115,11 +115,10 @@ pub async fn run(
     let close = CancellationToken::new();
     let recycles = Arc::new(AtomicU64::new(0));
     let (publisher, publishing) = publisher::start(
-        Conn::new(codec, endpoint.clone(), publishing),
+        Conn::new(codec, endpoint.clone(), publishing, recycles.clone()),
         max_in_flight,
         Duration::from_secs(router.publish_timeout.get()),
         close.clone(),
-        recycles.clone(),
         stats.clone(),
     );
     let publishing = tokio::spawn(publishing);
@@ -137,7 +136,7 @@ pub async fn run(
     let watchdog = tokio::spawn(watchdog(worker.clone(), stall, recycles.clone()));
     let max_in_flight = usize::from(max_in_flight);
     let subscriber = Subscriber {
-        conn: Conn::new(codec, endpoint, subscribing),
+        conn: Conn::new(codec, endpoint, subscribing, recycles),
         filters,
         broker: settings.broker.url.clone(),
         max_in_flight,
@@ -147,7 +146,6 @@ pub async fn run(
         grace: Duration::from_secs(router.shutdown_grace),
         worker,
         stats: stats.clone(),
-        recycles,
     };
     subscriber.run(shutdown).await;
     watchdog.abort();

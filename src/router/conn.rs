@@ -10,6 +10,8 @@
 
 use std::future::{poll_fn, Future as _};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -51,10 +53,18 @@ pub(super) struct Conn {
     put_off: Option<Pin<Box<Sleep>>>,
     /// Counts connections: a message is acknowledged only on the one it came on.
     pub generation: u64,
+    /// The watchdog's recycling requests, and how many this connection has seen.
+    recycles: Arc<AtomicU64>,
+    seen_recycles: u64,
 }
 
 impl Conn {
-    pub fn new(codec: Codec, endpoint: Endpoint, options: ConnectOptions) -> Conn {
+    pub fn new(
+        codec: Codec,
+        endpoint: Endpoint,
+        options: ConnectOptions,
+        recycles: Arc<AtomicU64>,
+    ) -> Conn {
         let keep_alive = Duration::from_secs(u64::from(options.keep_alive_secs));
         let mut ticks = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(1),
@@ -74,6 +84,8 @@ impl Conn {
             ticks,
             put_off: None,
             generation: 0,
+            seen_recycles: recycles.load(Ordering::Relaxed),
+            recycles,
         }
     }
 
@@ -215,13 +227,19 @@ impl Conn {
     }
 
     /// Once a second: `Ready(Ok)` (after queueing a PINGREQ when nothing was written for the
-    /// keep-alive interval), or an error when the broker left a ping unanswered that long.
+    /// keep-alive interval), or an error when the broker left a ping unanswered that long or
+    /// the watchdog asked for a new connection.
     pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
         if self.ticks.poll_tick(cx).is_pending() {
             return Poll::Pending;
         }
         if self.io.is_none() {
             return Poll::Ready(Ok(()));
+        }
+        let recycles = self.recycles.load(Ordering::Relaxed);
+        if recycles != self.seen_recycles {
+            self.seen_recycles = recycles;
+            return Poll::Ready(Err("the connection was recycled by the watchdog".into()));
         }
         if let Some(sent) = self.ping_sent {
             if sent.elapsed() >= self.keep_alive {

@@ -34,6 +34,8 @@ struct Job {
 }
 
 /// The publishes asked for and not yet taken by the publishing task, and how to wake it.
+/// Bounded without a limit of its own: a message's effects run one after the other, so each
+/// of the (at most `max_in_flight`) messages being processed waits on one publish at most.
 #[derive(Default)]
 struct Outbox {
     jobs: VecDeque<Job>,
@@ -85,7 +87,6 @@ pub(super) fn start(
     max_in_flight: u16,
     timeout: Duration,
     stop: CancellationToken,
-    recycles: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<Stats>,
 ) -> (Publisher, impl std::future::Future<Output = ()>) {
     let outbox = Arc::new(Mutex::new(Outbox::default()));
@@ -98,8 +99,6 @@ pub(super) fn start(
         quota: usize::from(max_in_flight),
         max_in_flight: usize::from(max_in_flight),
         timeout,
-        recycles,
-        seen_recycles: 0,
         stats,
     }
     .run(stop);
@@ -112,16 +111,15 @@ struct Connection {
     /// Taken from the outbox, not sent yet (the connection is down, or the broker's
     /// receive maximum is reached).
     queued: VecDeque<Job>,
-    /// Sent at QoS 1, waiting for their PUBACK, by packet id.
-    in_flight: HashMap<u16, (Waiter, Instant)>,
+    /// Sent at QoS 1, waiting for their PUBACK, by packet id; the waiter is gone once its
+    /// deadline passed (the packet id stays taken until the PUBACK).
+    in_flight: HashMap<u16, (Option<Waiter>, Instant)>,
     next_pkid: u16,
     /// At most this many publishes wait for a PUBACK (ours, or the broker's receive
     /// maximum if lower).
     quota: usize,
     max_in_flight: usize,
     timeout: Duration,
-    recycles: Arc<std::sync::atomic::AtomicU64>,
-    seen_recycles: u64,
     stats: Arc<Stats>,
 }
 
@@ -201,7 +199,7 @@ impl Connection {
                     Err(e) => return Poll::Ready(End::Lost(e)),
                     Ok(None) => break,
                     Ok(Some(super::session::Incoming::PubAck { pkid, result })) => {
-                        if let Some((waiter, _)) = self.in_flight.remove(&pkid) {
+                        if let Some((Some(waiter), _)) = self.in_flight.remove(&pkid) {
                             let _ = waiter.send(result);
                         }
                     }
@@ -222,13 +220,6 @@ impl Connection {
                 Poll::Ready(Ok(())) => {
                     progress = true;
                     self.expire();
-                    let recycles = self.recycles.load(Ordering::Relaxed);
-                    if recycles != self.seen_recycles {
-                        self.seen_recycles = recycles;
-                        return Poll::Ready(End::Lost(
-                            "the connection was recycled by the watchdog".into(),
-                        ));
-                    }
                 }
                 Poll::Pending => {}
             }
@@ -280,7 +271,7 @@ impl Connection {
                     let _ = job.done.send(Ok(()));
                 }
                 Ok(()) => {
-                    self.in_flight.insert(pkid, (job.done, job.since));
+                    self.in_flight.insert(pkid, (Some(job.done), job.since));
                 }
             }
         }
@@ -308,15 +299,16 @@ impl Connection {
             let _ = job.done.send(Err(message()));
         }
         for (waiter, since) in self.in_flight.values_mut() {
-            if since.elapsed() >= timeout && !waiter.is_closed() {
-                let (expired, _) = oneshot::channel();
-                let _ = std::mem::replace(waiter, expired).send(Err(message()));
+            if since.elapsed() >= timeout {
+                if let Some(waiter) = waiter.take() {
+                    let _ = waiter.send(Err(message()));
+                }
             }
         }
     }
 
     fn fail_in_flight(&mut self, reason: &str) {
-        for (_, (waiter, _)) in self.in_flight.drain() {
+        for waiter in self.in_flight.drain().filter_map(|(_, (waiter, _))| waiter) {
             let _ = waiter.send(Err(reason.to_owned()));
         }
     }

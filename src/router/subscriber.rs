@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -120,7 +120,6 @@ pub(super) struct Subscriber {
     pub grace: Duration,
     pub worker: Arc<Worker>,
     pub stats: Arc<Stats>,
-    pub recycles: Arc<AtomicU64>,
 }
 
 /// The messages topicrule holds, and what happens to them.
@@ -133,6 +132,10 @@ struct Work {
     /// Messages received and not finished (in `running`, `ready` or a lane).
     held: usize,
     max_in_flight: usize,
+    /// Past this many held, the socket is not read.
+    max_held: usize,
+    /// How long the messages in flight may take to finish at shutdown.
+    grace: Duration,
     /// Set at shutdown: until when the messages in flight may finish.
     stopping: Option<Instant>,
     /// The unacknowledged messages of lost connections, by packet id, until the session
@@ -272,8 +275,8 @@ impl Work {
 
     /// Stops taking messages: those waiting are dropped (the broker redelivers them), those
     /// being processed get `grace` to finish.
-    fn stop(&mut self, grace: Duration) {
-        self.stopping = Some(Instant::now() + grace);
+    fn stop(&mut self) {
+        self.stopping = Some(Instant::now() + self.grace);
         let dropped = self.lanes.clear_waiting() + self.ready.len();
         self.ready.clear();
         self.held -= dropped;
@@ -287,17 +290,12 @@ impl Work {
 
     /// Waits until `until`, while the messages being processed go on; returns early when
     /// the work is over.
-    async fn wait(
-        &mut self,
-        until: Instant,
-        grace: Duration,
-        mut shutdown: Pin<&mut impl Future<Output = ()>>,
-    ) {
+    async fn wait(&mut self, until: Instant, mut shutdown: Pin<&mut impl Future<Output = ()>>) {
         while !self.over() {
             let stop_at = self.stopping.unwrap_or(until);
             tokio::select! {
                 _ = tokio::time::sleep_until(until.min(stop_at)) => return,
-                _ = shutdown.as_mut(), if self.stopping.is_none() => self.stop(grace),
+                _ = shutdown.as_mut(), if self.stopping.is_none() => self.stop(),
                 Some(done) = self.running.next(), if !self.running.is_empty() => self.finished(done, None),
             }
         }
@@ -315,7 +313,6 @@ impl Subscriber {
             grace,
             worker,
             stats,
-            recycles,
         } = self;
         let mut work = Work {
             acks: Acks::default(),
@@ -324,6 +321,8 @@ impl Subscriber {
             ready: VecDeque::new(),
             held: 0,
             max_in_flight,
+            max_held,
+            grace,
             stopping: None,
             orphans: HashMap::new(),
             adopted: HashMap::new(),
@@ -333,14 +332,13 @@ impl Subscriber {
         let mut shutdown = pin!(shutdown.cancelled());
         let mut backoff = Backoff::reconnect();
         let mut connected_before = false;
-        let mut seen_recycles = recycles.load(Ordering::Relaxed);
         while !work.over() {
             let connected = {
                 let mut connecting = pin!(conn.connect());
                 loop {
                     tokio::select! {
                         connected = &mut connecting => break Some(connected),
-                        _ = shutdown.as_mut(), if work.stopping.is_none() => work.stop(grace),
+                        _ = shutdown.as_mut(), if work.stopping.is_none() => work.stop(),
                         Some(done) = work.running.next(), if !work.running.is_empty() => work.finished(done, None),
                     }
                     if work.over() {
@@ -362,19 +360,8 @@ impl Subscriber {
                         connected_before,
                     );
                     connected_before = true;
-                    let end = poll_fn(|cx| {
-                        session(
-                            &mut conn,
-                            &mut work,
-                            cx,
-                            shutdown.as_mut(),
-                            grace,
-                            max_held,
-                            &recycles,
-                            &mut seen_recycles,
-                        )
-                    })
-                    .await;
+                    let end =
+                        poll_fn(|cx| session(&mut conn, &mut work, cx, shutdown.as_mut())).await;
                     match end {
                         End::Stop => break,
                         End::Lost(e) => {
@@ -388,8 +375,7 @@ impl Subscriber {
             stats.connection_errors.fetch_add(1, Ordering::Relaxed);
             let pause = backoff.pause();
             tracing::warn!("{lost}; reconnecting in {pause:?}");
-            work.wait(Instant::now() + pause, grace, shutdown.as_mut())
-                .await;
+            work.wait(Instant::now() + pause, shutdown.as_mut()).await;
         }
         if !work.running.is_empty() {
             tracing::warn!(
@@ -426,28 +412,23 @@ fn on_connected(
 
 /// Drives a connection: reads and dispatches messages, polls the ones being processed,
 /// writes their acks; until the connection is lost or the work is over.
-#[allow(clippy::too_many_arguments)]
 fn session(
     conn: &mut Conn,
     work: &mut Work,
     cx: &mut Context<'_>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
-    grace: Duration,
-    max_held: usize,
-    recycles: &AtomicU64,
-    seen_recycles: &mut u64,
 ) -> Poll<End> {
     loop {
         let mut progress = false;
         if work.stopping.is_none() && shutdown.as_mut().poll(cx).is_ready() {
-            work.stop(grace);
+            work.stop();
         }
         while let Poll::Ready(Some(done)) = work.running.poll_next_unpin(cx) {
             work.finished(done, Some(conn.generation));
             progress = true;
         }
         let mut read = false;
-        if work.held < max_held {
+        if work.held < work.max_held {
             match conn.poll_read(cx) {
                 Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
                 Poll::Ready(Ok(())) => read = true,
@@ -494,16 +475,7 @@ fn session(
         }
         match conn.poll_tick(cx) {
             Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
-            Poll::Ready(Ok(())) => {
-                progress = true;
-                let now = recycles.load(Ordering::Relaxed);
-                if now != *seen_recycles {
-                    *seen_recycles = now;
-                    return Poll::Ready(End::Lost(
-                        "the connection was recycled by the watchdog".into(),
-                    ));
-                }
-            }
+            Poll::Ready(Ok(())) => progress = true,
             Poll::Pending => {}
         }
         if !progress {
