@@ -147,7 +147,10 @@ pub async fn run(
         worker,
         stats: stats.clone(),
     };
-    subscriber.run(shutdown).await;
+    // A task of its own, not the caller's future: a wake-up from the publishing task then
+    // only queues it behind that task, where waking the caller's `block_on` future would
+    // make the runtime poll its driver (one `epoll_wait` more per message).
+    let _ = tokio::spawn(subscriber.run(shutdown)).await;
     watchdog.abort();
     close.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;

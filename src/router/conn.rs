@@ -162,6 +162,10 @@ impl Conn {
         let Some(io) = self.io.as_mut() else {
             return Poll::Pending;
         };
+        if self.read.is_empty() && self.read.capacity() > 4 * READ_CHUNK {
+            // What a large packet grew it to goes back to the allocator.
+            self.read = BytesMut::new();
+        }
         self.read.reserve(READ_CHUNK);
         match tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.read) {
             Poll::Ready(Ok(0)) => Poll::Ready(Err("the broker closed the connection".into())),
@@ -173,11 +177,18 @@ impl Conn {
 
     /// The next whole packet read, if any.
     pub fn next_packet(&mut self) -> Result<Option<Incoming>, String> {
-        let packet = self.codec.read(&mut self.read)?;
-        if matches!(packet, Some(Incoming::PingResp)) {
-            self.ping_sent = None;
-        }
-        Ok(packet)
+        Ok(match self.codec.read(&mut self.read)? {
+            // A small message gets its own bytes, so that the read buffer is reused; a
+            // large one keeps its share (a copy would cost more than a new buffer).
+            Some(Incoming::Publish(message)) if message.payload().len() < READ_CHUNK / 4 => {
+                Some(Incoming::Publish(message.detached()))
+            }
+            Some(Incoming::PingResp) => {
+                self.ping_sent = None;
+                Some(Incoming::PingResp)
+            }
+            packet => packet,
+        })
     }
 
     /// Writes the write buffer: `Ready(Ok)` once all of it is written and flushed.

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::actions::republish::PublishRequest;
 use crate::config::Protocol;
@@ -82,6 +82,19 @@ impl Message {
             Message::V5(p) => (p.qos as u8, p.pkid),
         };
         (qos > 0).then_some(pkid)
+    }
+
+    /// The message with its own copy of its bytes, holding no share of the read buffer it
+    /// was parsed from: the next read then reuses that buffer instead of allocating one.
+    pub fn detached(mut self) -> Message {
+        match &mut self {
+            Message::V4(p) => p.payload = Bytes::copy_from_slice(&p.payload),
+            Message::V5(p) => {
+                p.topic = Bytes::copy_from_slice(&p.topic);
+                p.payload = Bytes::copy_from_slice(&p.payload);
+            }
+        }
+        self
     }
 
     /// The MQTT 5 properties; MQTT 3.1.1 has none.
