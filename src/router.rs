@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::file::Files;
 use crate::actions::s3_store::Stores;
 use crate::config::{Protocol, Settings};
 use crate::engine::Engine;
@@ -125,7 +126,8 @@ pub async fn run(
     let worker = Arc::new(Worker {
         engine,
         publisher,
-        base_dir: settings.file.base_dir.clone(),
+        files: Files::start(settings.file.base_dir.clone())
+            .map_err(|e| anyhow::anyhow!("cannot start the file writer: {e}"))?,
         s3,
         attempts: router.action_attempts.max(1),
         stats: stats.clone(),

@@ -7,15 +7,15 @@
 //! interrupted by the stop returns false (left for redelivery).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::file::Files;
 use crate::actions::s3_store::Stores;
-use crate::actions::{file, s3, ActionError, Effect};
+use crate::actions::{s3, ActionError, Effect};
 use crate::engine::{Engine, Plan};
 use crate::router::{Publisher, Stats};
 use crate::sql::eval::MqttProperties;
@@ -24,7 +24,8 @@ use crate::sql::eval::MqttProperties;
 pub struct Worker {
     pub engine: Engine,
     pub publisher: Publisher,
-    pub base_dir: PathBuf,
+    /// The `file` action's appending thread.
+    pub files: Files,
     /// The S3 clients, built once at start.
     pub s3: Stores,
     /// Attempts of an effect before the error action runs.
@@ -164,7 +165,7 @@ impl Worker {
         loop {
             let result = match effect {
                 Effect::Publish(req) => self.publisher.publish(req).await,
-                Effect::Append(req) => file::execute(&self.base_dir, req).await,
+                Effect::Append(req) => self.files.append(req).await,
                 Effect::Put(req) => s3::execute(&self.s3, req).await,
             };
             match result {

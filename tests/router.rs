@@ -170,6 +170,58 @@ file = { path = "errors.jsonl" }
 }
 
 #[test]
+fn file_action_writes_every_payload_as_one_json_line() {
+    let broker = Mosquitto::start();
+    let (_topicrule, dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "archive"
+sql = "SELECT * FROM 'raw/in'"
+[[rule.actions]]
+file = { path = "raw.jsonl" }
+"#,
+        "jsonlines",
+    );
+    let payloads: [&[u8]; 7] = [
+        b"temperature=21;state=on",
+        br#"{"temp": 31.5"#,
+        b"",
+        b"\0\0",
+        &[0xff, 0xfe, b'\n', 0x00],
+        b"first line\nsecond line",
+        b"{\n  \"pretty\": true\n}",
+    ];
+    let messages: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("raw/in", *p)).collect();
+    publish(broker.port, &messages);
+    let path = dir.path().join("data/raw.jsonl");
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= payloads.len() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!("temperature=21;state=on"),
+            serde_json::json!(r#"{"temp": 31.5"#),
+            serde_json::json!(""),
+            serde_json::json!("\0\0"),
+            serde_json::json!({"base64": "//4KAA=="}),
+            serde_json::json!("first line\nsecond line"),
+            serde_json::json!({"pretty": true}),
+        ]
+    );
+}
+
+#[test]
 fn aws_rule_json_runs_unchanged() {
     let broker = Mosquitto::start();
     let dir = TempDir::new("awsjson");

@@ -10,25 +10,37 @@
 //! synced to disk (so a crash loses nothing); an upload retried after a crash writes the
 //! same key (so it never duplicates); what a crash left open or unsent is uploaded at
 //! start. Closed batches are uploaded in the background, retried until they are stored.
+//!
+//! Each batch-mode action has a thread that owns its open batch (group commit): the lines
+//! that arrive while it writes and syncs are appended next, with one sync for all of them.
+//! The same thread closes a batch that reached `max_age`.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc as queue;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::rules::{Batch, Compression, S3Put};
 
-/// A batch-mode action: its limits, its folder, the batch it is filling.
+/// A line for a spooler's thread, and where to say when it is synced.
+struct Append {
+    key: String,
+    line: Vec<u8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A batch-mode action: its limits, its folder, the batch it is filling. Owned by its
+/// thread.
 struct Spooler {
     batch: Batch,
     dir: PathBuf,
-    open: Mutex<Option<OpenBatch>>,
+    open: Option<OpenBatch>,
     closed: mpsc::UnboundedSender<u64>,
 }
 
@@ -40,15 +52,15 @@ struct OpenBatch {
     opened: Instant,
 }
 
-/// The spoolers of every batch-mode action, by spool name.
+/// The spoolers of every batch-mode action, by spool name: the queues to their threads.
 #[derive(Default)]
 pub struct Spool {
-    spoolers: HashMap<String, Arc<Spooler>>,
+    spoolers: HashMap<String, queue::Sender<Append>>,
 }
 
 impl Spool {
     /// Opens the folder of each batch-mode action, and starts its uploader (which first
-    /// sends what an earlier run left) and its age timer.
+    /// sends what an earlier run left) and its thread. The threads end with the `Spool`.
     pub fn start(root: &Path, actions: &[(&S3Put, Client)]) -> std::io::Result<Spool> {
         let mut spoolers = HashMap::new();
         for (put, client) in actions {
@@ -58,56 +70,101 @@ impl Spool {
             let dir = root.join(&put.spool);
             std::fs::create_dir_all(&dir)?;
             let pending = close_leftovers(&dir)?;
-            let (closed, queue) = mpsc::unbounded_channel();
-            let spooler = Arc::new(Spooler {
-                batch,
-                dir: dir.clone(),
-                open: Mutex::new(None),
-                closed,
-            });
+            let (closed, uploads) = mpsc::unbounded_channel();
             let upload = Upload {
                 client: client.clone(),
                 bucket: put.bucket.clone(),
-                dir,
-                compression: spooler.batch.compression,
+                dir: dir.clone(),
+                compression: batch.compression,
             };
-            tokio::spawn(upload.run(pending, queue));
-            tokio::spawn(close_old(Arc::downgrade(&spooler)));
-            spoolers.insert(put.spool.clone(), spooler);
+            tokio::spawn(upload.run(pending, uploads));
+            let spooler = Spooler {
+                batch,
+                dir,
+                open: None,
+                closed,
+            };
+            let (appends, lines) = queue::channel();
+            std::thread::Builder::new()
+                .name(format!("topicrule-spool-{}", put.spool))
+                .spawn(move || spooler.run(&lines))?;
+            spoolers.insert(put.spool.clone(), appends);
         }
         Ok(Spool { spoolers })
     }
 
-    /// Appends a line to the action's open batch (opened for `key` when there is none) and
-    /// syncs it; closes the batch when it is full.
-    pub async fn append(&self, spool: &str, key: &str, line: Vec<u8>) -> std::io::Result<()> {
+    /// Appends a line to the action's open batch (opened for `key` when there is none);
+    /// done once it is synced. A full batch is closed.
+    pub async fn append(&self, spool: &str, key: &str, line: Vec<u8>) -> Result<(), String> {
         let spooler = self
             .spoolers
             .get(spool)
-            .cloned()
-            .ok_or_else(|| std::io::Error::other(format!("no spool `{spool}`")))?;
-        let key = key.to_owned();
-        tokio::task::spawn_blocking(move || spooler.append(&key, &line))
+            .ok_or_else(|| format!("no spool `{spool}`"))?;
+        let (done, result) = oneshot::channel();
+        let append = Append {
+            key: key.to_owned(),
+            line,
+            done,
+        };
+        spooler
+            .send(append)
+            .map_err(|_| "the spool's writer has stopped".to_owned())?;
+        result
             .await
-            .map_err(std::io::Error::other)?
+            .map_err(|_| "the spool's writer has stopped".to_owned())?
     }
 }
 
 impl Spooler {
-    fn append(&self, key: &str, line: &[u8]) -> std::io::Result<()> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.is_none() {
-            *open = Some(self.open_batch(key)?);
+    /// Takes what is queued, appends it, syncs once, answers; closes a batch at its age.
+    fn run(mut self, lines: &queue::Receiver<Append>) {
+        loop {
+            if self
+                .open
+                .as_ref()
+                .is_some_and(|b| b.opened.elapsed() >= self.batch.max_age)
+            {
+                if let Err(e) = self.close() {
+                    tracing::error!("cannot close a batch in `{}`: {e}", self.dir.display());
+                }
+            }
+            let age = self.open.as_ref().map(|b| b.opened.elapsed());
+            let first = match age {
+                Some(age) => match lines.recv_timeout(self.batch.max_age.saturating_sub(age)) {
+                    Ok(first) => first,
+                    Err(queue::RecvTimeoutError::Timeout) => continue,
+                    Err(queue::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match lines.recv() {
+                    Ok(first) => first,
+                    Err(_) => return,
+                },
+            };
+            let appends: Vec<Append> = std::iter::once(first).chain(lines.try_iter()).collect();
+            let result = self.append_all(&appends).map_err(|e| e.to_string());
+            for append in appends {
+                let _ = append.done.send(result.clone());
+            }
         }
-        let batch = open.as_mut().expect("a batch is open");
-        batch.file.write_all(line)?;
-        batch.file.sync_data()?;
-        batch.records += 1;
-        batch.bytes += line.len() as u64;
-        if batch.records >= self.batch.max_records || batch.bytes >= self.batch.max_bytes {
-            self.close(&mut open)?;
+    }
+
+    fn append_all(&mut self, appends: &[Append]) -> std::io::Result<()> {
+        for append in appends {
+            if self.open.is_none() {
+                self.open = Some(self.open_batch(&append.key)?);
+            }
+            let batch = self.open.as_mut().expect("a batch is open");
+            batch.file.write_all(&append.line)?;
+            batch.records += 1;
+            batch.bytes += append.line.len() as u64;
+            if batch.records >= self.batch.max_records || batch.bytes >= self.batch.max_bytes {
+                self.close()?;
+            }
         }
-        Ok(())
+        match &self.open {
+            Some(batch) => batch.file.sync_data(),
+            None => Ok(()),
+        }
     }
 
     /// A new batch: its sequence number and key are on disk before its first line.
@@ -137,43 +194,17 @@ impl Spooler {
         })
     }
 
-    fn close(&self, open: &mut Option<OpenBatch>) -> std::io::Result<()> {
-        let Some(batch) = open.take() else {
+    /// Syncs the open batch and marks it ready for upload.
+    fn close(&mut self) -> std::io::Result<()> {
+        let Some(batch) = self.open.take() else {
             return Ok(());
         };
+        batch.file.sync_data()?;
         let name = |ext: &str| self.dir.join(format!("{:012}.{ext}", batch.seq));
         std::fs::rename(name("open"), name("ready"))?;
         sync_dir(&self.dir)?;
         let _ = self.closed.send(batch.seq);
         Ok(())
-    }
-}
-
-/// Closes the batches of a spooler once they are `max_age` old; ends with the spooler.
-async fn close_old(spooler: std::sync::Weak<Spooler>) {
-    loop {
-        let period = match spooler.upgrade() {
-            Some(s) => {
-                (s.batch.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-            }
-            None => return,
-        };
-        tokio::time::sleep(period).await;
-        let Some(spooler) = spooler.upgrade() else {
-            return;
-        };
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut open = spooler.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open
-                .as_ref()
-                .is_some_and(|b| b.opened.elapsed() >= spooler.batch.max_age)
-            {
-                if let Err(e) = spooler.close(&mut open) {
-                    tracing::error!("cannot close a batch in `{}`: {e}", spooler.dir.display());
-                }
-            }
-        })
-        .await;
     }
 }
 
