@@ -1,7 +1,8 @@
 //! Messages per second archived by the `s3` action into a local S3-compatible server
 //! (s3s-fs), against a baseline measured in the same run: the same messages through the
 //! `file` action. Per-message mode puts up to `[router] max_in_flight` (256) objects at
-//! once; batch mode syncs each message to its spool and puts one gzip object a 1000.
+//! once; batch mode syncs the lines of what arrived together into its spool with one fsync
+//! (group commit) and puts one gzip object a 1000. The file action syncs the same way.
 //!
 //! `cargo bench --bench s3_archive` (needs mosquitto and s3s-fs, as the tests do). Each
 //! mode queues `COUNT` messages at the broker for topicrule's persistent session while
@@ -45,7 +46,7 @@ fn main() {
         s3 / file
     );
     println!(
-        "s3 batch mode, 1000 records a gzip object, each message synced to the spool: {batch:.0} messages/s ({:.2} x the baseline)",
+        "s3 batch mode, 1000 records a gzip object, lines synced to the spool in groups: {batch:.0} messages/s ({:.2} x the baseline)",
         batch / file
     );
 }
