@@ -6,7 +6,8 @@
 //! the disk (`sync_data`), so an acknowledged message survives a crash or a power cut.
 //!
 //! One thread writes every file (group commit): the lines that arrive while it writes and
-//! syncs are written next, all the lines of one file with one `write` and one sync. Under
+//! syncs are written next, all the lines of one file with one `write`, then synced once
+//! (one `syncfs` for all the files when there are many: one journal commit). Under
 //! light load a line is synced as soon as it arrives; under heavy load one sync serves many
 //! messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
 //! directories are created once; a file deleted or renamed meanwhile (log rotation) is
@@ -156,31 +157,58 @@ impl Files {
 fn append_all(base: &Path, queue: &mpsc::Receiver<Append>) {
     let mut open = OpenFiles::new(base);
     while let Ok(first) = queue.recv() {
-        let mut files: Vec<(PathBuf, Vec<u8>, Vec<Done>)> = Vec::new();
+        let mut files: Vec<Pending> = Vec::new();
         let mut index: HashMap<PathBuf, usize> = HashMap::new();
         for append in std::iter::once(first).chain(queue.try_iter()) {
             let i = *index.entry(append.path.clone()).or_insert_with(|| {
-                files.push((append.path, Vec::new(), Vec::new()));
+                files.push(Pending {
+                    path: append.path,
+                    lines: Vec::new(),
+                    waiting: Vec::new(),
+                    result: Ok(()),
+                });
                 files.len() - 1
             });
-            files[i].1.extend_from_slice(&append.line);
-            files[i].2.push(append.done);
+            files[i].lines.extend_from_slice(&append.line);
+            files[i].waiting.push(append.done);
         }
-        for (path, lines, waiting) in files {
-            let result = open.append(&path, &lines);
-            for done in waiting {
-                let _ = done.send(result.clone());
+        for file in &mut files {
+            file.result = open.write(&file.path, &file.lines);
+        }
+        open.sync(&mut files);
+        for file in files {
+            for done in file.waiting {
+                let _ = done.send(file.result.clone());
             }
         }
     }
 }
 
+/// The lines of one file in one round, and how writing and syncing them went.
+struct Pending {
+    path: PathBuf,
+    lines: Vec<u8>,
+    waiting: Vec<Done>,
+    result: Result<(), String>,
+}
+
+/// Past this many files written in one round, one `syncfs` per file system syncs them
+/// all at once, instead of one `fdatasync` each.
+const SYNC_EACH_MAX: usize = 2;
+
 /// The files open for appending, by path under the base directory.
 struct OpenFiles<'a> {
     base: &'a Path,
-    files: HashMap<PathBuf, (File, u64)>,
+    files: HashMap<PathBuf, OpenFile>,
     /// Counts appends, to find the least recently used file.
     clock: u64,
+}
+
+struct OpenFile {
+    file: File,
+    /// The file system it is on.
+    device: u64,
+    used: u64,
 }
 
 impl<'a> OpenFiles<'a> {
@@ -192,19 +220,13 @@ impl<'a> OpenFiles<'a> {
         }
     }
 
-    /// Writes `lines` at the end of the file and syncs it.
-    fn append(&mut self, path: &Path, lines: &[u8]) -> Result<(), String> {
+    /// Writes `lines` at the end of the file.
+    fn write(&mut self, path: &Path, lines: &[u8]) -> Result<(), String> {
         let full = self.base.join(path);
-        let result = self.file(path, &full).and_then(|file| {
-            file.write_all(lines)
-                .map_err(|e| format!("cannot append to `{}`: {e}", full.display()))?;
-            match file.sync_data() {
-                // A file that cannot be synced (a device, a pipe) has nothing to sync.
-                Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => {
-                    Err(format!("cannot sync `{}`: {e}", full.display()))
-                }
-                _ => Ok(()),
-            }
+        let result = self.file(path, &full).and_then(|open| {
+            (&open.file)
+                .write_all(lines)
+                .map_err(|e| format!("cannot append to `{}`: {e}", full.display()))
         });
         if result.is_err() {
             self.files.remove(path); // Opened again on the next append.
@@ -212,17 +234,51 @@ impl<'a> OpenFiles<'a> {
         result
     }
 
+    /// Syncs the files written without error: each with `fdatasync` when they are few,
+    /// else with one `syncfs` per file system (one journal commit for all of them).
+    fn sync(&mut self, pending: &mut [Pending]) {
+        let written = pending.iter().filter(|p| p.result.is_ok()).count();
+        let mut synced: HashMap<u64, Result<(), String>> = HashMap::new();
+        for p in pending.iter_mut().filter(|p| p.result.is_ok()) {
+            let Some(open) = self.files.get(&p.path) else {
+                continue;
+            };
+            let full = || self.base.join(&p.path).display().to_string();
+            p.result = if written <= SYNC_EACH_MAX {
+                match open.file.sync_data() {
+                    // A file that cannot be synced (a device, a pipe) has nothing to sync.
+                    Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => {
+                        Err(format!("cannot sync `{}`: {e}", full()))
+                    }
+                    _ => Ok(()),
+                }
+            } else {
+                synced
+                    .entry(open.device)
+                    .or_insert_with(|| {
+                        rustix::fs::syncfs(&open.file).map_err(|e| {
+                            format!("cannot sync the file system of `{}`: {e}", full())
+                        })
+                    })
+                    .clone()
+            };
+            if p.result.is_err() {
+                self.files.remove(&p.path);
+            }
+        }
+    }
+
     /// The file open at `path`; opened (its directories created) unless it is open and
     /// still the file at that path.
-    fn file(&mut self, path: &Path, full: &Path) -> Result<&mut File, String> {
+    fn file(&mut self, path: &Path, full: &Path) -> Result<&mut OpenFile, String> {
         self.clock += 1;
         let current = self
             .files
             .get(path)
-            .is_some_and(|(file, _)| same_file(file, full));
+            .is_some_and(|open| same_file(&open.file, full));
         if !current {
             if self.files.len() >= MAX_OPEN {
-                let oldest = self.files.iter().min_by_key(|(_, (_, used))| *used);
+                let oldest = self.files.iter().min_by_key(|(_, open)| open.used);
                 if let Some(oldest) = oldest.map(|(path, _)| path.clone()) {
                     self.files.remove(&oldest);
                 }
@@ -237,11 +293,20 @@ impl<'a> OpenFiles<'a> {
                 .append(true)
                 .open(full)
                 .map_err(|e| format!("cannot open `{}`: {e}", full.display()))?;
-            self.files.insert(path.to_owned(), (file, 0));
+            let device = file
+                .metadata()
+                .map_err(|e| format!("cannot read `{}`: {e}", full.display()))?
+                .dev();
+            let open = OpenFile {
+                file,
+                device,
+                used: 0,
+            };
+            self.files.insert(path.to_owned(), open);
         }
-        let (file, used) = self.files.get_mut(path).expect("opened above");
-        *used = self.clock;
-        Ok(file)
+        let open = self.files.get_mut(path).expect("opened above");
+        open.used = self.clock;
+        Ok(open)
     }
 }
 
