@@ -16,6 +16,8 @@ pub struct Diagnostic<'a> {
     pub span: Span,
     pub message: &'a str,
     pub hint: Option<&'a str>,
+    /// A warning (the rule loads and runs) rather than an error.
+    pub warning: bool,
 }
 
 /// The 1-based line and column (in characters) of a byte offset.
@@ -61,7 +63,8 @@ impl Diagnostic<'_> {
         let gutter = line.to_string().len();
         let pad = " ".repeat(gutter);
         let mut out = String::new();
-        let _ = writeln!(out, "error: {}", self.message);
+        let level = if self.warning { "warning" } else { "error" };
+        let _ = writeln!(out, "{level}: {}", self.message);
         let _ = writeln!(out, "{pad}--> {}:{line}:{col}", self.origin);
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{line} | {}", line_text.replace('\t', " "));
@@ -86,6 +89,7 @@ mod tests {
             span: Span::new(start, start + 4),
             message: "unknown function `uper`",
             hint: Some("did you mean `upper`?"),
+            warning: false,
         };
         assert_eq!(
             d.render(),

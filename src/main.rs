@@ -196,7 +196,12 @@ fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
 /// Loads rules, printing every error; None when some are invalid.
 fn load_rules(paths: &[PathBuf]) -> Option<rules::RuleSet> {
     match rules::load(paths) {
-        Ok(set) => Some(set),
+        Ok(set) => {
+            for warning in &set.warnings {
+                eprint!("{}", warning.render());
+            }
+            Some(set)
+        }
         Err(errors) => {
             for error in &errors.0 {
                 eprint!("{}", error.render());
@@ -394,6 +399,7 @@ fn print_errors(origin: &str, source: &str, errors: &[SqlError]) {
             span: error.span,
             message: &error.message,
             hint: error.hint.as_deref(),
+            warning: false,
         };
         eprint!("{}", diagnostic.render());
     }

@@ -82,6 +82,15 @@ impl Template {
     }
 
     /// The text when the template has no substitution.
+    /// Whether two messages on one topic, from one client, in one millisecond can expand it
+    /// differently: it reads the message (a field, `*`, a variable) or calls `newuuid()`,
+    /// `traceid()` or `rand()`. Functions of the topic, the client or the time do not.
+    pub fn can_differ_per_message(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Part::Expr(e) if differs_per_message(e)))
+    }
+
     pub fn as_static(&self) -> Option<&str> {
         match self.parts.as_slice() {
             [] => Some(""),
@@ -113,6 +122,24 @@ impl Template {
             }
         }
         out
+    }
+}
+
+/// See `Template::can_differ_per_message`; unsure cases count as differing.
+fn differs_per_message(e: &CExpr) -> bool {
+    match e {
+        CExpr::Const(_) => false,
+        CExpr::Call(f, args) => {
+            matches!(f.name, "newuuid" | "traceid" | "rand") || args.iter().any(differs_per_message)
+        }
+        CExpr::Field(e, _) | CExpr::Cast(e, _) | CExpr::Not(e) | CExpr::Neg(e) => {
+            differs_per_message(e)
+        }
+        CExpr::Index(a, b) | CExpr::Binary(_, a, b) => {
+            differs_per_message(a) || differs_per_message(b)
+        }
+        CExpr::Chain(_, items) | CExpr::Array(items) => items.iter().any(differs_per_message),
+        _ => true,
     }
 }
 

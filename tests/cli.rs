@@ -120,8 +120,45 @@ fn check_accepts_the_default_rules_and_examples() {
         "rules",
         "examples/lwt-to-shadow",
         "examples/archive-to-files",
+        "examples/archive-to-minio",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_warns_of_s3_keys_that_repeat() {
+    let dir = std::env::temp_dir().join(format!("topicrule-cli-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.toml");
+    std::fs::write(
+        &file,
+        r#"[[rule]]
+name = "location"
+sql = "SELECT * FROM 'iphone/+'"
+[[rule.actions]]
+s3 = { bucket = "b", key = "iphone6-location-${timestamp()}" }
+[[rule.actions]]
+s3 = { bucket = "b", key = "location/${topic(2)}/${newuuid()}.json" }
+[[rule.actions]]
+s3 = { bucket = "b", key = "seq/${seq}.json" }
+[[rule.actions]]
+s3 = { bucket = "b", key = "batch/${topic(2)}", batch = { max_records = 10 } }
+"#,
+    )
+    .unwrap();
+    let out = topicrule(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(
+        err.contains("warning: this key can be the same for two messages: the later object overwrites the earlier one")
+            && err.contains("keys.toml:5:28")
+            && err.contains("add `${newuuid()}` to the key, or use batch mode"),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "1 rule(s) valid\n");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub fn build(
     draft: Draft,
     path: &Path,
     seen: &[(String, PathBuf)],
-) -> Result<Option<Rule>, Vec<DraftError>> {
+) -> Result<(Option<Rule>, Vec<DraftError>), Vec<DraftError>> {
     let mut errors = Vec::new();
     check_name(&draft.name, seen, &mut errors);
     let version = match &draft.sql_version {
@@ -55,15 +55,19 @@ pub fn build(
         .as_ref()
         .and_then(|a| build_action(a, version, &vars, None, &mut errors));
     name_spools(&draft.name.value, &mut actions, error_action.as_mut());
+    let (warnings, errors): (Vec<_>, Vec<_>) = errors.into_iter().partition(|e| e.warning);
     match query {
-        Some(query) if errors.is_empty() => Ok(draft.enabled.then(|| Rule {
-            name: draft.name.value,
-            description: draft.description,
-            query,
-            actions,
-            error_action,
-            origin: path.to_owned(),
-        })),
+        Some(query) if errors.is_empty() => {
+            let rule = draft.enabled.then(|| Rule {
+                name: draft.name.value,
+                description: draft.description,
+                query,
+                actions,
+                error_action,
+                origin: path.to_owned(),
+            });
+            Ok((rule, warnings))
+        }
         _ => Err(errors),
     }
 }
@@ -95,6 +99,7 @@ fn located_error(holder: &Located, e: SqlError) -> DraftError {
         span: holder.inner(e.span),
         message: e.message,
         hint: e.hint,
+        warning: false,
     }
 }
 
@@ -183,6 +188,15 @@ fn build_action(
                 span: action.span,
             };
             checked.check(&key_template, errors);
+            if batch.is_none() && !key_template.can_differ_per_message() {
+                errors.push(
+                    DraftError::warning(
+                        key.span,
+                        "this key can be the same for two messages: the later object overwrites the earlier one",
+                    )
+                    .with_hint("add `${newuuid()}` to the key, or use batch mode"),
+                );
+            }
             Some(ActionSpec::S3(Box::new(S3Put {
                 bucket: bucket.value.clone(),
                 key: key_template,

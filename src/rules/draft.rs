@@ -206,6 +206,8 @@ pub struct DraftError {
     pub span: Span,
     pub message: String,
     pub hint: Option<String>,
+    /// A warning: the rule still loads.
+    pub warning: bool,
 }
 
 impl DraftError {
@@ -214,6 +216,14 @@ impl DraftError {
             span,
             message: message.into(),
             hint: None,
+            warning: false,
+        }
+    }
+
+    pub fn warning(span: Span, message: impl Into<String>) -> DraftError {
+        DraftError {
+            warning: true,
+            ..DraftError::new(span, message)
         }
     }
 
@@ -229,6 +239,7 @@ impl DraftError {
             span: self.span,
             message: self.message,
             hint: self.hint,
+            warning: self.warning,
         }
     }
 }

@@ -151,6 +151,8 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// The `[[test]]` tables of the TOML files, which `topicrule test` runs.
     pub tests: Vec<RuleTest>,
+    /// What loads but is likely not what the author meant (an S3 key that repeats).
+    pub warnings: Vec<RuleError>,
 }
 
 /// A `[[test]]` of a rule file: one message, and what a rule must make of it.
@@ -179,6 +181,8 @@ pub struct RuleError {
     pub span: Span,
     pub message: String,
     pub hint: Option<String>,
+    /// A warning: the rule loads and runs.
+    pub warning: bool,
 }
 
 impl RuleError {
@@ -191,6 +195,7 @@ impl RuleError {
             span: self.span,
             message: &self.message,
             hint: self.hint.as_deref(),
+            warning: self.warning,
         }
         .render()
     }
@@ -216,6 +221,7 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
     let mut rules: Vec<Rule> = Vec::new();
     let mut seen: Vec<(String, PathBuf)> = Vec::new();
     let mut test_drafts = Vec::new();
+    let mut warnings = Vec::new();
     for path in files {
         let text: Arc<str> = match std::fs::read_to_string(&path) {
             Ok(text) => text.into(),
@@ -249,8 +255,14 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
             let built = build::build(draft, &path, &seen);
             seen.push((name, path.clone()));
             match built {
-                Ok(Some(rule)) => rules.push(rule),
-                Ok(None) => {}
+                Ok((rule, cautions)) => {
+                    rules.extend(rule);
+                    warnings.extend(
+                        cautions
+                            .into_iter()
+                            .map(|w| w.into_rule_error(&path, &text)),
+                    );
+                }
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.into_rule_error(&path, &text)))
                 }
@@ -265,7 +277,11 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         }
     }
     if errors.is_empty() {
-        Ok(RuleSet { rules, tests })
+        Ok(RuleSet {
+            rules,
+            tests,
+            warnings,
+        })
     } else {
         Err(RuleErrors(errors))
     }
@@ -323,6 +339,7 @@ fn file_error(path: &Path, message: String) -> RuleError {
         span: Span::default(),
         message,
         hint: None,
+        warning: false,
     }
 }
 
