@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
+use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rules::{Batch, Compression, S3Put};
@@ -243,7 +244,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Uploads the closed batches of one action, one at a time, in order.
+/// Batches of one action uploaded at once: a store far away (tens of milliseconds a put)
+/// then keeps up with a fast stream.
+const MAX_UPLOADS: usize = 4;
+
+/// Uploads the closed batches of one action.
 struct Upload {
     client: Client,
     bucket: String,
@@ -252,13 +257,14 @@ struct Upload {
 }
 
 impl Upload {
+    /// Uploads what an earlier run left, then each batch as it closes; at most
+    /// `MAX_UPLOADS` at once (each holds its batch in memory, at most `max_bytes`).
     async fn run(self, pending: Vec<u64>, mut queue: mpsc::UnboundedReceiver<u64>) {
-        for seq in pending {
-            self.until_stored(seq).await;
-        }
-        while let Some(seq) = queue.recv().await {
-            self.until_stored(seq).await;
-        }
+        let closed = futures_util::stream::poll_fn(|cx| queue.poll_recv(cx));
+        futures_util::stream::iter(pending)
+            .chain(closed)
+            .for_each_concurrent(MAX_UPLOADS, |seq| self.until_stored(seq))
+            .await;
     }
 
     /// Retries with backoff (at most a minute apart) until the store has the batch; then

@@ -105,7 +105,12 @@ async fn publish(
                     }
                     let Some(seq) = to_send.pop_front() else { break };
                     let topic = format!("in/{}", seq % topics);
-                    client.try_publish(topic, QoS::AtLeastOnce, false, payload(seq)).unwrap();
+                    // Full while requests handed before a lost connection still wait in
+                    // rumqttc's queue: this one waits for the next tick.
+                    if client.try_publish(topic, QoS::AtLeastOnce, false, payload(seq)).is_err() {
+                        to_send.push_front(seq);
+                        break;
+                    }
                     unsent.push_back(seq);
                 }
             }
