@@ -333,6 +333,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
+        let reloads = topicrule::reload::watch(settings.rules.paths.clone(), shutdown.clone());
         let signals = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -340,7 +341,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             signals.cancel();
         });
         let broker = start_embedded_broker(&mut settings).await?;
-        let stats = router::run(settings, engine, shutdown).await;
+        let stats = router::run(settings, engine, reloads, shutdown).await;
         // After the router: its last acknowledgements go through the embedded broker.
         if let Some(broker) = broker {
             let _ = tokio::time::timeout(Duration::from_secs(2), broker.shutdown()).await;

@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::file::Files;
@@ -42,7 +44,7 @@ use crate::worker::{Activity, Worker};
 use conn::Conn;
 pub use publisher::Publisher;
 use session::{Codec, ConnectOptions};
-use subscriber::Subscriber;
+use subscriber::{Subscriber, Subscriptions};
 
 /// Counters, logged at shutdown.
 #[derive(Debug, Default)]
@@ -80,6 +82,7 @@ impl Stats {
 pub async fn run(
     settings: Settings,
     engine: Engine,
+    reloads: mpsc::Receiver<Engine>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Stats>> {
     let stats = Arc::new(Stats::default());
@@ -124,7 +127,7 @@ pub async fn run(
     );
     let publishing = tokio::spawn(publishing);
     let worker = Arc::new(Worker {
-        engine,
+        engine: ArcSwap::from_pointee(engine),
         publisher,
         files: Files::start(settings.file.base_dir.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the file writer: {e}"))?,
@@ -139,7 +142,7 @@ pub async fn run(
     let max_in_flight = usize::from(max_in_flight);
     let subscriber = Subscriber {
         conn: Conn::new(codec, endpoint, subscribing, recycles),
-        filters,
+        subscriptions: Subscriptions::new(filters, settings.broker.shared_group.clone(), reloads),
         broker: settings.broker.url.clone(),
         max_in_flight,
         // Messages beyond those being processed wait in their lanes; past this many held,
@@ -185,10 +188,9 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycles: Arc<AtomicU64>
         let Some(oldest) = in_flight.first() else {
             continue;
         };
-        let step = match oldest.step {
+        let step = match &oldest.step {
             Some((rule, action, since)) => format!(
-                ", at rule `{}` action `{action}` for {:?}{}",
-                worker.engine.rules()[rule].name,
+                ", at rule `{rule}` action `{action}` for {:?}{}",
                 since.elapsed(),
                 if oldest.retrying {
                     " (retrying after a failure of its sink)"

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::file::Files;
@@ -22,7 +23,8 @@ use crate::sql::eval::MqttProperties;
 
 /// Processes messages: evaluates the rules, runs the actions.
 pub struct Worker {
-    pub engine: Engine,
+    /// The rule set; a reload swaps it, and a message keeps the one it started with.
+    pub engine: ArcSwap<Engine>,
     pub publisher: Publisher,
     /// The `file` action's appending thread.
     pub files: Files,
@@ -55,7 +57,8 @@ impl Worker {
         payload: &[u8],
         properties: Option<&MqttProperties>,
     ) -> bool {
-        let plans = self.engine.plan(
+        let engine = self.engine.load_full();
+        let plans = engine.plan(
             topic,
             payload,
             publisher_id(properties),
@@ -69,7 +72,7 @@ impl Worker {
         let id = self.activity.start(topic);
         let mut done = true;
         for plan in &plans {
-            done &= self.run_plan(id, plan, topic, payload).await;
+            done &= self.run_plan(&engine, id, plan, topic, payload).await;
         }
         self.activity.finish(id);
         if !done {
@@ -84,11 +87,18 @@ impl Worker {
     /// effect is done, and the workers it keeps busy push back on the broker. A failure no
     /// retry can mend (a template that expands to a bad topic) is not retried. Returns false
     /// only when a shutdown interrupts the retries.
-    async fn run_plan(&self, id: u64, plan: &Plan, topic: &str, payload: &[u8]) -> bool {
+    async fn run_plan(
+        &self,
+        engine: &Engine,
+        id: u64,
+        plan: &Plan,
+        topic: &str,
+        payload: &[u8],
+    ) -> bool {
         let mut failures = plan.failures.clone();
         let mut to_retry = Vec::new();
         for (name, effect) in &plan.effects {
-            self.activity.step(id, plan.rule, name, false);
+            self.activity.step(id, &plan.rule_name, name, false);
             if let Err(e) = self.execute(effect).await {
                 failures.push((*name, e));
                 to_retry.push((*name, effect));
@@ -107,9 +117,10 @@ impl Worker {
                 error.message
             );
         }
-        self.run_error_action(plan, topic, payload, &failures).await;
+        self.run_error_action(engine, plan, topic, payload, &failures)
+            .await;
         for (name, effect) in to_retry {
-            self.activity.step(id, plan.rule, name, true);
+            self.activity.step(id, &plan.rule_name, name, true);
             if !self.retry_until_done(&plan.rule_name, effect).await {
                 return false;
             }
@@ -119,12 +130,13 @@ impl Worker {
 
     async fn run_error_action(
         &self,
+        engine: &Engine,
         plan: &Plan,
         topic: &str,
         payload: &[u8],
         failures: &[(&'static str, ActionError)],
     ) {
-        let result = match self.engine.error_effect(plan, topic, payload, failures) {
+        let result = match engine.error_effect(plan, topic, payload, failures) {
             None => return,
             Some(Ok(effect)) => self.execute(&effect).await,
             Some(Err(e)) => Err(e),
@@ -197,8 +209,8 @@ pub struct Activity {
 pub struct Doing {
     pub topic: String,
     pub since: Instant,
-    /// The rule (its index in the rule set) and action it is on, and since when.
-    pub step: Option<(usize, &'static str, Instant)>,
+    /// The rule and action it is on, and since when.
+    pub step: Option<(String, &'static str, Instant)>,
     /// Whether that action is being retried after a failure of its sink: a known wait,
     /// not a stall.
     pub retrying: bool,
@@ -217,10 +229,10 @@ impl Activity {
         id
     }
 
-    fn step(&self, id: u64, rule: usize, action: &'static str, retrying: bool) {
+    fn step(&self, id: u64, rule: &str, action: &'static str, retrying: bool) {
         if let Some(doing) = self.lock().get_mut(&id) {
-            if !matches!(doing.step, Some((r, a, _)) if r == rule && a == action) {
-                doing.step = Some((rule, action, Instant::now()));
+            if !matches!(&doing.step, Some((r, a, _)) if r == rule && *a == action) {
+                doing.step = Some((rule.to_owned(), action, Instant::now()));
             }
             doing.retrying = retrying;
         }

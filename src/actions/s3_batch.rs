@@ -94,6 +94,11 @@ impl Spool {
         Ok(Spool { spoolers })
     }
 
+    /// Whether a batch-mode action with this spool runs.
+    pub fn has(&self, spool: &str) -> bool {
+        self.spoolers.contains_key(spool)
+    }
+
     /// Appends a line to the action's open batch (opened for `key` when there is none);
     /// done once it is synced. A full batch is closed.
     pub async fn append(&self, spool: &str, key: &str, line: Vec<u8>) -> Result<(), String> {

@@ -62,14 +62,7 @@ impl Stores {
     /// The clients of every store the rules write to. No rule with an `s3` action: no
     /// client, and the AWS credential chain is never consulted.
     pub async fn for_rules(settings: &S3Settings, rules: &[Rule]) -> Result<Stores, StoreError> {
-        let puts: Vec<&S3Put> = rules
-            .iter()
-            .flat_map(|rule| rule.actions.iter().chain(&rule.error_action))
-            .filter_map(|action| match action {
-                ActionSpec::S3(put) => Some(&**put),
-                _ => None,
-            })
-            .collect();
+        let puts: Vec<&S3Put> = s3_puts(rules).collect();
         if puts.is_empty() {
             return Ok(Stores::default());
         }
@@ -93,6 +86,26 @@ impl Stores {
         Ok(Stores { clients, spool })
     }
 
+    /// Whether these stores and spools serve every `s3` action of `rules`; if not, why. A
+    /// reload keeps the stores and spools topicrule started with.
+    pub fn serves(&self, rules: &[Rule]) -> Result<(), String> {
+        for put in s3_puts(rules) {
+            if !self.clients.contains_key(&put.store) {
+                return Err(format!(
+                    "an `s3` action on bucket `{}` names a store topicrule did not start with",
+                    put.bucket
+                ));
+            }
+            if put.batch.is_some() && !self.spool.has(&put.spool) {
+                return Err(format!(
+                    "the batch-mode `s3` action with spool `{}` is new",
+                    put.spool
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The batches of the batch-mode actions.
     pub fn spool(&self) -> &Spool {
         &self.spool
@@ -102,6 +115,17 @@ impl Stores {
     pub fn client(&self, id: &StoreId) -> Option<&Client> {
         self.clients.get(id)
     }
+}
+
+/// The `s3` actions of `rules`, error actions included.
+fn s3_puts(rules: &[Rule]) -> impl Iterator<Item = &S3Put> {
+    rules
+        .iter()
+        .flat_map(|rule| rule.actions.iter().chain(&rule.error_action))
+        .filter_map(|action| match action {
+            ActionSpec::S3(put) => Some(&**put),
+            _ => None,
+        })
 }
 
 /// Credentials, region, retries and timeouts, shared by every client.

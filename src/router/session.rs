@@ -159,6 +159,13 @@ impl Codec {
         }
     }
 
+    pub fn unsubscribe(self, buf: &mut BytesMut, pkid: u16, filters: &[String]) {
+        match self {
+            Codec::V4 => v4::unsubscribe(buf, pkid, filters),
+            Codec::V5 => v5::unsubscribe(buf, pkid, filters),
+        }
+    }
+
     /// A PUBLISH of `request` with packet id `pkid` (ignored at QoS 0). Takes the request
     /// by value: its topic, payload and headers move into the packet.
     pub fn publish(

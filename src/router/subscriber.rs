@@ -14,7 +14,7 @@
 //! futures polled by this task (no task per message); past `max_held` messages held it
 //! stops reading the socket, which pushes back on the broker through TCP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,7 @@ use super::lanes::Lanes;
 use super::session::{Incoming, Message};
 use super::Stats;
 use crate::backoff::Backoff;
+use crate::engine::Engine;
 use crate::worker::Worker;
 
 /// A message, the connection it arrived on, and its place in that connection's stream.
@@ -113,13 +115,100 @@ enum Orphan {
 
 pub(super) struct Subscriber {
     pub conn: Conn,
-    pub filters: Vec<String>,
+    pub subscriptions: Subscriptions,
     pub broker: String,
     pub max_in_flight: usize,
     pub max_held: usize,
     pub grace: Duration,
     pub worker: Arc<Worker>,
     pub stats: Arc<Stats>,
+}
+
+/// What the subscribing session is subscribed to, and the rule sets a reload brings.
+pub(super) struct Subscriptions {
+    pub filters: Vec<String>,
+    pub group: Option<String>,
+    pub reloads: mpsc::Receiver<Engine>,
+    /// A reload changed the subscriptions on a connection lost since: the change may not
+    /// have reached the broker, so the next connection subscribes to every filter again.
+    pub unsure: bool,
+    /// The packet id of the next SUBSCRIBE or UNSUBSCRIBE of a reload.
+    pub next_pkid: u16,
+}
+
+impl Subscriptions {
+    pub fn new(
+        filters: Vec<String>,
+        group: Option<String>,
+        reloads: mpsc::Receiver<Engine>,
+    ) -> Self {
+        Subscriptions {
+            filters,
+            group,
+            reloads,
+            unsure: false,
+            next_pkid: 2,
+        }
+    }
+
+    fn pkid(&mut self) -> u16 {
+        let pkid = self.next_pkid;
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(2);
+        pkid
+    }
+
+    /// Swaps the worker's rule set for `engine` between two messages (those in flight
+    /// finish under the set they started with) and changes the subscriptions by difference:
+    /// the new filters are subscribed before the old ones go, in one write. A set the
+    /// running S3 stores cannot serve is refused, and the old one kept.
+    fn reload(&mut self, conn: &mut Conn, worker: &Worker, engine: Engine) {
+        let kept = worker.engine.load().rules().len();
+        let filters = worker.s3.serves(engine.rules()).and_then(|()| {
+            super::subscriptions(&engine, self.group.as_deref()).map_err(|e| e.to_string())
+        });
+        let filters = match filters {
+            Ok(filters) => filters,
+            Err(why) => {
+                tracing::error!(
+                    "the new rule set is not applied: {why}; restart topicrule to apply it (keeping the {kept} rule(s) loaded)"
+                );
+                return;
+            }
+        };
+        let old: HashSet<&String> = self.filters.iter().collect();
+        let new: HashSet<&String> = filters.iter().collect();
+        let added: Vec<String> = filters
+            .iter()
+            .filter(|f| !old.contains(f))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = self
+            .filters
+            .iter()
+            .filter(|f| !new.contains(f))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let pkid = self.pkid();
+            conn.codec.subscribe(&mut conn.out, pkid, &added);
+        }
+        if matches!(conn.codec, super::session::Codec::V4) {
+            super::v4::warn_about_mqtt5_headers(engine.rules());
+        }
+        let count = engine.rules().len();
+        worker.engine.store(Arc::new(engine));
+        if !removed.is_empty() {
+            let pkid = self.pkid();
+            conn.codec.unsubscribe(&mut conn.out, pkid, &removed);
+        }
+        self.unsure |= !added.is_empty() || !removed.is_empty();
+        self.filters = filters;
+        tracing::info!(
+            "rules reloaded: {count} rule(s) (were {kept}); {} filter(s) subscribed, {} unsubscribed",
+            added.len(),
+            removed.len()
+        );
+    }
 }
 
 /// The messages topicrule holds, and what happens to them.
@@ -306,7 +395,7 @@ impl Subscriber {
     pub async fn run(self, shutdown: CancellationToken) {
         let Subscriber {
             mut conn,
-            filters,
+            mut subscriptions,
             broker,
             max_in_flight,
             max_held,
@@ -355,13 +444,21 @@ impl Subscriber {
                     on_connected(
                         &mut conn,
                         &broker,
-                        &filters,
+                        &mut subscriptions,
                         connected.session_present,
                         connected_before,
                     );
                     connected_before = true;
-                    let end =
-                        poll_fn(|cx| session(&mut conn, &mut work, cx, shutdown.as_mut())).await;
+                    let end = poll_fn(|cx| {
+                        session(
+                            &mut conn,
+                            &mut work,
+                            &mut subscriptions,
+                            cx,
+                            shutdown.as_mut(),
+                        )
+                    })
+                    .await;
                     match end {
                         End::Stop => break,
                         End::Lost(e) => {
@@ -390,7 +487,7 @@ impl Subscriber {
 fn on_connected(
     conn: &mut Conn,
     broker: &str,
-    filters: &[String],
+    subscriptions: &mut Subscriptions,
     session_present: bool,
     connected_before: bool,
 ) {
@@ -405,8 +502,12 @@ fn on_connected(
              MQTT 5 brokers: a session expiry, `[broker] session_expiry`)"
         );
     }
-    if !session_present || !connected_before {
-        conn.codec.subscribe(&mut conn.out, 1, filters);
+    if subscriptions.filters.is_empty() {
+        tracing::warn!("no rule is loaded: nothing to subscribe to until the rules are");
+    } else if !session_present || !connected_before || subscriptions.unsure {
+        conn.codec
+            .subscribe(&mut conn.out, 1, &subscriptions.filters);
+        subscriptions.unsure = false;
     }
 }
 
@@ -415,6 +516,7 @@ fn on_connected(
 fn session(
     conn: &mut Conn,
     work: &mut Work,
+    subscriptions: &mut Subscriptions,
     cx: &mut Context<'_>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Poll<End> {
@@ -425,6 +527,10 @@ fn session(
         }
         while let Poll::Ready(Some(done)) = work.running.poll_next_unpin(cx) {
             work.finished(done, Some(conn.generation));
+            progress = true;
+        }
+        while let Poll::Ready(Some(engine)) = subscriptions.reloads.poll_recv(cx) {
+            subscriptions.reload(conn, &work.worker, engine);
             progress = true;
         }
         let mut read = false;

@@ -81,6 +81,16 @@ pub(super) fn subscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
         .expect("a SUBSCRIBE is far below the packet size limit");
 }
 
+pub(super) fn unsubscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
+    let unsubscribe = rumqttc::Unsubscribe {
+        pkid,
+        topics: filters.to_vec(),
+    };
+    Packet::Unsubscribe(unsubscribe)
+        .write(buf, MAX_PACKET)
+        .expect("an UNSUBSCRIBE is far below the packet size limit");
+}
+
 /// Publishes without the MQTT 5 headers, which MQTT 3.1.1 cannot carry.
 pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Result<(), String> {
     let qos = if req.qos == 0 {

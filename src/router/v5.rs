@@ -95,6 +95,17 @@ pub(super) fn subscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
         .expect("a SUBSCRIBE is far below the packet size limit");
 }
 
+pub(super) fn unsubscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
+    let unsubscribe = rumqttc::v5::mqttbytes::v5::Unsubscribe {
+        pkid,
+        filters: filters.to_vec(),
+        properties: None,
+    };
+    Packet::Unsubscribe(unsubscribe)
+        .write(buf, MAX)
+        .expect("an UNSUBSCRIBE is far below the packet size limit");
+}
+
 pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Result<(), String> {
     let properties = PublishProperties {
         payload_format_indicator: req.payload_format_utf8.map(u8::from),
