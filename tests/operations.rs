@@ -1,5 +1,5 @@
-//! Hot reload against a real mosquitto: rules added, broken and removed while topicrule
-//! runs, by editing the rule folder and by SIGHUP.
+//! Running it for real, against a real mosquitto: hot reload (rules added, broken and
+//! removed while topicrule runs, by editing the rule folder and by SIGHUP) and JSON logs.
 
 mod support;
 
@@ -78,4 +78,30 @@ fn rules_reload_when_their_files_change_and_on_sighup() {
     assert_eq!(forwarded(&broker, &out, "b"), None);
     assert_eq!(forwarded(&broker, &out, "a").as_deref(), Some("out/a"));
     assert!(topicrule.stop().success());
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("jsonlogs");
+    dir.write("rules/a.toml", &rule("a"));
+    let mut command = support::run_command(dir.path(), &broker.url());
+    command.env("TOPICRULE_LOG_FORMAT", "json");
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to 2 filter(s)");
+    assert!(topicrule_log_is_json(&topicrule.log), "{:?}", topicrule.log);
+    assert!(topicrule.stop().success());
+}
+
+/// Every line an object with a level, a target and a message.
+fn topicrule_log_is_json(log: &[String]) -> bool {
+    !log.is_empty()
+        && log.iter().all(|line| {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                return false;
+            };
+            ["level", "target", "message", "timestamp"]
+                .iter()
+                .all(|k| value.get(k).is_some())
+        })
 }
