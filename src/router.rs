@@ -155,11 +155,14 @@ pub async fn run(
     // A task of its own, not the caller's future: a wake-up from the publishing task then
     // only queues it behind that task, where waking the caller's `block_on` future would
     // make the runtime poll its driver (one `epoll_wait` more per message).
-    let _ = tokio::spawn(subscriber.run(shutdown)).await;
+    let subscribed = tokio::spawn(subscriber.run(shutdown)).await;
     watchdog.abort();
     close.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;
-    Ok(stats)
+    match subscribed {
+        Ok(Err(refused)) => Err(anyhow::anyhow!(refused)),
+        _ => Ok(stats),
+    }
 }
 
 /// Checks that messages in flight progress. When none has finished for `stall` while some

@@ -247,7 +247,8 @@ file = { path = "ingest.jsonl" }
     }
 }
 
-/// `allow_anonymous false` with a mosquitto password file: a wrong password is refused, the
+/// `allow_anonymous false` with a mosquitto password file: a wrong password is refused at
+/// once (topicrule exits with status 2 and says why, rather than retrying forever), the
 /// right one (from `password_file`) connects.
 #[test]
 fn username_and_password_file_authenticate() {
@@ -273,9 +274,17 @@ fn username_and_password_file_authenticate() {
         ("TOPICRULE_BROKER_PASSWORD", "wrong"),
     ];
     let (mut refused, _d) = spawn(&url, support::FORWARD_RULE, "auth-wrong", &wrong, None);
-    refused.wait_for_log("cannot connect to the broker");
+    refused.wait_for_log("refused topicrule's connection as `auth-wrong`");
     assert!(!refused.log.iter().any(|l| l.contains("subscribed")));
-    refused.kill();
+    assert!(
+        refused
+            .log
+            .iter()
+            .any(|l| l.contains("check [broker] username")),
+        "{:?}",
+        refused.log
+    );
+    assert_eq!(refused.stop().code(), Some(2));
 
     let file = secrets.write("mqtt-password", "s3cret\n");
     let file = file.display().to_string();

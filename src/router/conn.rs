@@ -31,6 +31,24 @@ const PUT_OFF: Duration = Duration::from_millis(1);
 /// What `poll_write_soon` writes at once, whatever the hurry.
 const PUT_OFF_BYTES: usize = 16 * 1024;
 
+/// Why no connection was made.
+#[derive(Debug)]
+pub(super) enum ConnectError {
+    /// The broker answered and refused: bad credentials, a client id or a protocol it does
+    /// not take. The same settings will be refused again.
+    Refused(String),
+    /// Anything else (the broker down or unreachable, a timeout): worth trying again.
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(why) | ConnectError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What the broker said in its CONNACK.
 pub(super) struct Connected {
     pub session_present: bool,
@@ -98,11 +116,13 @@ impl Conn {
     }
 
     /// Opens the stream and exchanges CONNECT and CONNACK, within `CONNECT_TIMEOUT`.
-    pub async fn connect(&mut self) -> Result<Connected, String> {
+    pub async fn connect(&mut self) -> Result<Connected, ConnectError> {
         self.drop_connection();
         let (io, connected) = tokio::time::timeout(CONNECT_TIMEOUT, self.handshake())
             .await
-            .map_err(|_| format!("no CONNACK within {CONNECT_TIMEOUT:?}"))??;
+            .map_err(|_| {
+                ConnectError::Failed(format!("no CONNACK within {CONNECT_TIMEOUT:?}"))
+            })??;
         self.io = Some(io);
         self.generation += 1;
         self.last_write = Instant::now();
@@ -110,19 +130,22 @@ impl Conn {
         Ok(connected)
     }
 
-    async fn handshake(&mut self) -> Result<(Box<dyn Stream>, Connected), String> {
-        let mut io = self.endpoint.open().await?;
+    async fn handshake(&mut self) -> Result<(Box<dyn Stream>, Connected), ConnectError> {
+        let failed = ConnectError::Failed;
+        let mut io = self.endpoint.open().await.map_err(failed)?;
         let mut connect = BytesMut::new();
         self.codec.connect(&mut connect, &self.options);
-        io.write_all(&connect).await.map_err(|e| e.to_string())?;
-        io.flush().await.map_err(|e| e.to_string())?;
+        io.write_all(&connect)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        io.flush().await.map_err(|e| failed(e.to_string()))?;
         loop {
-            if let Some(packet) = self.codec.read(&mut self.read)? {
+            if let Some(packet) = self.codec.read(&mut self.read).map_err(failed)? {
                 return match packet {
                     Incoming::ConnAck {
                         refused: Some(reason),
                         ..
-                    } => Err(reason),
+                    } => Err(ConnectError::Refused(reason)),
                     Incoming::ConnAck {
                         session_present,
                         receive_maximum,
@@ -134,7 +157,9 @@ impl Conn {
                             receive_maximum,
                         },
                     )),
-                    _ => Err("the broker sent another packet before its CONNACK".into()),
+                    _ => Err(failed(
+                        "the broker sent another packet before its CONNACK".into(),
+                    )),
                 };
             }
             self.read.reserve(READ_CHUNK);
@@ -142,9 +167,11 @@ impl Conn {
                 tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut io), cx, &mut self.read)
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
             if n == 0 {
-                return Err("the broker closed the connection before its CONNACK".into());
+                return Err(failed(
+                    "the broker closed the connection before its CONNACK".into(),
+                ));
             }
         }
     }

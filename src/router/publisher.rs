@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::Conn;
+use super::conn::{Conn, ConnectError};
 use super::Stats;
 use crate::actions::republish::PublishRequest;
 use crate::actions::ActionError;
@@ -146,7 +146,15 @@ impl Connection {
                     });
                     poll_fn(|cx| self.poll_session(cx, stopped.as_mut())).await
                 }
-                Err(e) => End::Lost(e),
+                Err(e) => {
+                    if matches!(e, ConnectError::Refused(_)) {
+                        tracing::error!(
+                            "the broker refused the publishing connection `{}` (the broker's ACL must allow this client id too): {e}",
+                            self.conn.client_id()
+                        );
+                    }
+                    End::Lost(e.to_string())
+                }
             };
             let End::Lost(e) = end else { break };
             self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);

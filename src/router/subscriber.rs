@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::Conn;
+use super::conn::{Conn, ConnectError};
 use super::lanes::Lanes;
 use super::session::{Incoming, Message};
 use super::Stats;
@@ -392,7 +392,10 @@ impl Work {
 }
 
 impl Subscriber {
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Fails only when the broker refuses the very first connection (bad credentials, a
+    /// client id it does not take): a misconfiguration, not an outage, so retrying would
+    /// hide it. Refusals after a first success are retried, as any fault.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
         let Subscriber {
             mut conn,
             mut subscriptions,
@@ -437,6 +440,12 @@ impl Subscriber {
             };
             let lost = match connected {
                 None => break,
+                Some(Err(ConnectError::Refused(why))) if !connected_before => {
+                    return Err(format!(
+                        "the broker at {broker} refused topicrule's connection as `{}`: {why}; check [broker] username, password and client_id",
+                        conn.client_id()
+                    ));
+                }
                 Some(Err(e)) => format!("cannot connect to the broker at {broker}: {e}"),
                 Some(Ok(connected)) => {
                     backoff.reset();
@@ -481,6 +490,7 @@ impl Subscriber {
             );
         }
         conn.disconnect(Duration::from_millis(500)).await;
+        Ok(())
     }
 }
 
