@@ -4,7 +4,7 @@
 //! fire, 2 for errors.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -84,14 +84,20 @@ struct RunArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// Rule files or directories [default: rules].
+    /// Rule files or directories [default: the settings' `[rules] paths`, else rules].
     paths: Vec<PathBuf>,
+    /// The settings file (default: ./topicrule.toml when it exists); checked too.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct TestArgs {
-    /// Rule files or directories [default: rules].
+    /// Rule files or directories [default: the settings' `[rules] paths`, else rules].
     paths: Vec<PathBuf>,
+    /// The settings file (default: ./topicrule.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The topic the message arrives on; without it, the files' `[[test]]` tables run.
     #[arg(long, requires = "message")]
     topic: Option<String>,
@@ -199,12 +205,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
-    if paths.is_empty() {
-        vec![PathBuf::from("rules")]
+/// The rule paths given, else those of the settings (which are loaded, and so checked).
+fn default_paths(paths: Vec<PathBuf>, config: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    let settings = Settings::load(config)?;
+    Ok(if paths.is_empty() {
+        settings.rules.paths
     } else {
         paths
-    }
+    })
 }
 
 /// Loads rules, printing every error; None when some are invalid.
@@ -227,7 +235,7 @@ fn load_rules(paths: &[PathBuf]) -> Option<rules::RuleSet> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let paths = default_paths(args.paths);
+    let paths = default_paths(args.paths, args.config.as_deref())?;
     let Some(set) = load_rules(&paths) else {
         return Ok(ExitCode::from(2));
     };
@@ -236,7 +244,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
-    let paths = default_paths(args.paths);
+    let paths = default_paths(args.paths, args.config.as_deref())?;
     let Some(set) = load_rules(&paths) else {
         return Ok(ExitCode::from(2));
     };

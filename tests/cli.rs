@@ -272,3 +272,43 @@ expect_none = true
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_and_test_read_the_settings() {
+    let dir = std::env::temp_dir().join(format!("topicrule-cli-settings-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("myrules")).unwrap();
+    std::fs::write(
+        dir.join("myrules/r.toml"),
+        "[[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 'a'\"\n\n[[test]]\ntopic = \"a\"\npayload = '{\"x\":1}'\nexpect = '{\"x\":1}'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("topicrule.toml"),
+        "[rules]\npaths = [\"myrules\"]\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_topicrule"))
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("TOPICRULE_RULES_PATHS")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1 rule(s) valid\n");
+    let out = run(&["test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).ends_with("1 of 1 rule test(s) passed\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(dir.join("other.toml"), "[rules]\npathz = [\"myrules\"]\n").unwrap();
+    let out = run(&["check", "--config", "other.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pathz"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
