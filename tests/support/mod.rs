@@ -76,6 +76,12 @@ impl Mosquitto {
         Mosquitto::launch(dir, port, "", "")
     }
 
+    /// Starts mosquitto with more settings (`prelude`, lines of mosquitto.conf).
+    #[allow(dead_code)] // Used by the benchmarks.
+    pub fn start_configured(prelude: &str) -> Mosquitto {
+        Mosquitto::launch(TempDir::new("mosquitto"), free_port(), prelude, "")
+    }
+
     /// Starts mosquitto with more listeners (TLS, WebSockets, passwords: `listener` blocks
     /// written by the test) after the plain anonymous one that the helpers use. Each
     /// listener keeps its own `allow_anonymous` and `password_file` (`per_listener_settings`).
