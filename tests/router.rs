@@ -21,6 +21,18 @@ fn start(broker: &Mosquitto, rules: &str, name: &str) -> (Topicrule, TempDir) {
     (topicrule, dir)
 }
 
+/// The text of the file at `path` once it has `lines` lines, or after `WAIT`.
+fn wait_for_lines(path: &std::path::Path, lines: usize) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= lines || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The seed scenario: a device's Last Will becomes its shadow document.
 #[test]
 fn last_will_is_republished_to_the_shadow_topic() {
@@ -138,21 +150,11 @@ file = { path = "errors.jsonl" }
         ],
     );
     let data = dir.path().join("data");
-    let wait_for = |path: &std::path::Path, lines: usize| {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            if text.lines().count() >= lines || std::time::Instant::now() > deadline {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let log = wait_for(&data.join("a/log.jsonl"), 2);
+    let log = wait_for_lines(&data.join("a/log.jsonl"), 2);
     let mut lines: Vec<&str> = log.lines().collect();
     lines.sort();
     assert_eq!(lines, [r#"{"n":1}"#, r#"{"n":2}"#]);
-    let errors = wait_for(&data.join("errors.jsonl"), 1);
+    let errors = wait_for_lines(&data.join("errors.jsonl"), 1);
     let doc: serde_json::Value =
         serde_json::from_str(errors.lines().next().expect("no error document")).unwrap();
     assert_eq!(doc["ruleName"], "archive");
@@ -194,15 +196,7 @@ file = { path = "raw.jsonl" }
     ];
     let messages: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("raw/in", *p)).collect();
     publish(broker.port, &messages);
-    let path = dir.path().join("data/raw.jsonl");
-    let deadline = std::time::Instant::now() + WAIT;
-    let text = loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.lines().count() >= payloads.len() || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = wait_for_lines(&dir.path().join("data/raw.jsonl"), payloads.len());
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
