@@ -239,6 +239,14 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let Some(set) = load_rules(&paths) else {
         return Ok(ExitCode::from(2));
     };
+    if set.rules.is_empty() {
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "error: no enabled rule in {}\n  hint: rule files are `*.toml` (`[[rule]]` tables) or AWS rule `*.json`",
+            paths.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
     println!("{} rule(s) valid", set.rules.len());
     Ok(ExitCode::SUCCESS)
 }

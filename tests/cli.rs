@@ -306,6 +306,15 @@ fn check_and_test_read_the_settings() {
         stdout(&out)
     );
 
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let out = run(&["check", "empty"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no enabled rule in empty"),
+        "{}",
+        stderr(&out)
+    );
+
     std::fs::write(dir.join("other.toml"), "[rules]\npathz = [\"myrules\"]\n").unwrap();
     let out = run(&["check", "--config", "other.toml"]);
     assert_eq!(out.status.code(), Some(2));
