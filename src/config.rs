@@ -15,6 +15,34 @@ pub struct Settings {
     pub file: FileSettings,
     pub router: RouterSettings,
     pub s3: S3Settings,
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: what an operator watches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz` over HTTP, such as
+    /// `127.0.0.1:9464`; unset (the default), nothing is served.
+    pub listen: Option<SocketAddr>,
+    /// Seconds between status lines in the log (messages, rate, acks, failures), written
+    /// when messages arrived; 0: none.
+    pub status_interval: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> MetricsSettings {
+        MetricsSettings {
+            listen: None,
+            status_interval: 60,
+        }
+    }
+}
+
+impl MetricsSettings {
+    pub fn status_interval(&self) -> Option<std::time::Duration> {
+        (self.status_interval > 0).then(|| std::time::Duration::from_secs(self.status_interval))
+    }
 }
 
 /// The broker topicrule sits beside.
@@ -372,6 +400,18 @@ impl Settings {
         }
         if let Some(dir) = get("TOPICRULE_FILE_BASE_DIR") {
             self.file.base_dir = PathBuf::from(dir);
+        }
+        if let Some(listen) = get("TOPICRULE_METRICS_LISTEN") {
+            self.metrics.listen = match listen.as_str() {
+                "" => None,
+                _ => Some(listen.parse().map_err(|_| SettingsError::Env {
+                    name: "TOPICRULE_METRICS_LISTEN".into(),
+                    message: format!("`{listen}` is not an address such as 127.0.0.1:9464"),
+                })?),
+            };
+        }
+        if let Some(secs) = get("TOPICRULE_METRICS_STATUS_INTERVAL") {
+            self.metrics.status_interval = number("TOPICRULE_METRICS_STATUS_INTERVAL", secs)?;
         }
         self.s3.apply_env(&get)?;
         Ok(())

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::actions::{ActionError, Effect};
+use crate::metrics::RuleMetrics;
 use crate::rules::{Rule, RuleSet};
 use crate::sql::compile::{basic_ingest, BASIC_INGEST_PREFIX};
 use crate::sql::eval::MqttProperties;
@@ -21,6 +22,8 @@ use crate::topic::FilterTrie;
 /// The rule set with its topic index.
 pub struct Engine {
     rules: Vec<Rule>,
+    /// Each rule's counters, by its index.
+    metrics: Vec<RuleMetrics>,
     trie: FilterTrie<usize>,
     by_name: HashMap<String, usize>,
 }
@@ -55,7 +58,12 @@ impl Engine {
             }
             by_name.insert(rule.name.clone(), i);
         }
+        let metrics = set
+            .rules
+            .iter()
+            .map(|rule| RuleMetrics::new(&rule.name, rule.actions.iter().map(|a| a.aws_name())));
         Engine {
+            metrics: metrics.collect(),
             rules: set.rules,
             trie,
             by_name,
@@ -64,6 +72,11 @@ impl Engine {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The counters of the rule at `index`.
+    pub fn metrics(&self, index: usize) -> &RuleMetrics {
+        &self.metrics[index]
     }
 
     /// The filters to subscribe to: the smallest set covering every FROM filter, and each
@@ -116,6 +129,8 @@ impl Engine {
         let mut plans = Vec::new();
         for (index, seen) in matching {
             let rule = &self.rules[index];
+            let metrics = &self.metrics[index];
+            metrics.matched.inc();
             let msg = Message {
                 topic: seen,
                 payload: &decoded,
@@ -127,6 +142,7 @@ impl Engine {
             let Some(evaluation) = rule.query.evaluate(&msg) else {
                 continue;
             };
+            metrics.fired.inc();
             let mut output = Vec::new();
             evaluation.output.write_payload(&mut output, rule.version());
             let mut effects = Vec::new();

@@ -11,6 +11,7 @@
 //! - `worker`: one message's way from its rules to its acknowledgement: effects, retries,
 //!   error actions;
 //! - `backoff`: pauses between attempts, exponential with jitter;
+//! - `metrics`: Prometheus metrics, `/healthz` and `/readyz` over HTTP, status lines;
 //! - `reload`: hot reload: the rule folders watched, SIGHUP, a new set only when it validates;
 //! - `broker`: the embedded broker, hosted when no broker URL is configured;
 //! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
@@ -22,6 +23,7 @@ pub mod broker;
 pub mod config;
 pub mod diagnostic;
 pub mod engine;
+pub mod metrics;
 pub mod reload;
 pub mod router;
 pub mod rules;

@@ -117,6 +117,7 @@ fn load(paths: &[PathBuf]) -> Option<Engine> {
                 "{} error(s) in the rule files: the rules loaded before stay",
                 errors.0.len()
             );
+            crate::metrics::reloaded(false);
             None
         }
     }

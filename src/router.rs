@@ -28,7 +28,7 @@ mod transport;
 mod v4;
 mod v5;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,8 @@ pub use publisher::Publisher;
 use session::{Codec, ConnectOptions};
 use subscriber::{Subscriber, Subscriptions};
 
-/// Counters, logged at shutdown.
+/// The router's counters and state: logged at shutdown and in status lines, served as
+/// metrics and health.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Messages received, redeliveries included.
@@ -62,10 +63,31 @@ pub struct Stats {
     /// Messages whose processing ended (acknowledged or not): the watchdog's progress.
     pub processed: AtomicU64,
     pub action_failures: AtomicU64,
+    /// Connections to the broker lost or refused.
     pub connection_errors: AtomicU64,
+    /// Rules in the running set.
+    pub rules: AtomicU64,
+    /// The rule set runs: its stores are ready and the router started.
+    pub ready: AtomicBool,
+    /// Connected to the broker, with the subscriptions granted (or kept by the session).
+    pub subscribed: AtomicBool,
+    /// The watchdog sees messages in flight and none finishing.
+    pub stalled: AtomicBool,
 }
 
 impl Stats {
+    /// Why topicrule is not healthy (not connected and subscribed, or stalled); None when
+    /// it is.
+    pub fn unhealthy(&self) -> Option<&'static str> {
+        if !self.subscribed.load(Ordering::Relaxed) {
+            Some("not connected to the broker (or not subscribed)")
+        } else if self.stalled.load(Ordering::Relaxed) {
+            Some("stalled: messages are in flight and none finishes")
+        } else {
+            None
+        }
+    }
+
     /// Messages received and neither acknowledged nor redelivered yet: the broker delivers
     /// them again on the next session.
     pub fn left_for_redelivery(&self) -> u64 {
@@ -86,6 +108,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Stats>> {
     let stats = Arc::new(Stats::default());
+    stats
+        .rules
+        .store(engine.rules().len() as u64, Ordering::Relaxed);
+    if let Some(listen) = settings.metrics.listen {
+        let listener = crate::metrics::bind(listen).await?;
+        tracing::info!("serving /metrics, /healthz and /readyz on http://{listen}");
+        let serve = crate::metrics::serve(listener, stats.clone());
+        tokio::spawn(shutdown.clone().run_until_cancelled_owned(serve));
+    }
+    if let Some(interval) = settings.metrics.status_interval() {
+        let status = crate::metrics::status_lines(stats.clone(), interval);
+        tokio::spawn(shutdown.clone().run_until_cancelled_owned(status));
+    }
     // Before connecting: bad S3 settings stop topicrule before it takes any message.
     let s3 = Stores::for_rules(&settings.s3, engine.rules()).await?;
     let filters = subscriptions(&engine, settings.broker.shared_group.as_deref())?;
@@ -137,6 +172,7 @@ pub async fn run(
         activity: Activity::default(),
         shutdown: shutdown.clone(),
     });
+    stats.ready.store(true, Ordering::Relaxed);
     let stall = Duration::from_secs(router.stall_timeout.get());
     let watchdog = tokio::spawn(watchdog(worker.clone(), stall, recycles.clone()));
     let max_in_flight = usize::from(max_in_flight);
@@ -181,11 +217,13 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycles: Arc<AtomicU64>
         let processed = worker.stats.processed.load(Ordering::Relaxed);
         if processed != last_progress.0 || worker.activity.is_empty() {
             last_progress = (processed, Instant::now());
+            worker.stats.stalled.store(false, Ordering::Relaxed);
             continue;
         }
         if last_progress.1.elapsed() < stall {
             continue;
         }
+        worker.stats.stalled.store(true, Ordering::Relaxed);
         last_progress.1 = Instant::now();
         let in_flight = worker.activity.snapshot();
         let Some(oldest) = in_flight.first() else {

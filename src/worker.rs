@@ -18,6 +18,7 @@ use crate::actions::file::Files;
 use crate::actions::s3_store::Stores;
 use crate::actions::{s3, ActionError, Effect};
 use crate::engine::{Engine, Plan};
+use crate::metrics::ActionMetrics;
 use crate::router::{Publisher, Stats};
 use crate::sql::eval::MqttProperties;
 
@@ -95,11 +96,17 @@ impl Worker {
         topic: &str,
         payload: &[u8],
     ) -> bool {
+        let metrics = engine.metrics(plan.rule);
         let mut failures = plan.failures.clone();
+        for (name, _) in &failures {
+            if let Some(action) = metrics.action(name) {
+                action.failed.inc();
+            }
+        }
         let mut to_retry = Vec::new();
         for (name, effect) in &plan.effects {
             self.activity.step(id, &plan.rule_name, name, false);
-            if let Err(e) = self.execute(effect).await {
+            if let Err(e) = self.execute(effect, metrics.action(name)).await {
                 failures.push((*name, e));
                 to_retry.push((*name, effect));
             }
@@ -107,6 +114,7 @@ impl Worker {
         if failures.is_empty() {
             return true;
         }
+        metrics.errors.inc_by(failures.len() as u64);
         self.stats
             .action_failures
             .fetch_add(failures.len() as u64, Ordering::Relaxed);
@@ -121,7 +129,11 @@ impl Worker {
             .await;
         for (name, effect) in to_retry {
             self.activity.step(id, &plan.rule_name, name, true);
-            if !self.retry_until_done(&plan.rule_name, effect).await {
+            let counters = metrics.action(name);
+            if !self
+                .retry_until_done(&plan.rule_name, effect, counters)
+                .await
+            {
                 return false;
             }
         }
@@ -138,7 +150,7 @@ impl Worker {
     ) {
         let result = match engine.error_effect(plan, topic, payload, failures) {
             None => return,
-            Some(Ok(effect)) => self.execute(&effect).await,
+            Some(Ok(effect)) => self.execute(&effect, None).await,
             Some(Err(e)) => Err(e),
         };
         if let Err(e) = result {
@@ -152,7 +164,12 @@ impl Worker {
 
     /// Retries an effect with a growing pause (up to a minute) until it succeeds; false when
     /// topicrule shuts down first.
-    async fn retry_until_done(&self, rule: &str, effect: &Effect) -> bool {
+    async fn retry_until_done(
+        &self,
+        rule: &str,
+        effect: &Effect,
+        metrics: Option<&ActionMetrics>,
+    ) -> bool {
         let mut delay = Duration::from_secs(1);
         loop {
             tracing::warn!(
@@ -162,7 +179,10 @@ impl Worker {
                 _ = self.shutdown.cancelled() => return false,
                 _ = tokio::time::sleep(delay) => {}
             }
-            if self.execute(effect).await.is_ok() {
+            if let Some(metrics) = metrics {
+                metrics.retries.inc();
+            }
+            if self.execute(effect, metrics).await.is_ok() {
                 tracing::info!("rule `{rule}`: the action succeeded on retry");
                 return true;
             }
@@ -170,11 +190,17 @@ impl Worker {
         }
     }
 
-    /// Runs an effect, retrying with backoff.
-    async fn execute(&self, effect: &Effect) -> Result<(), ActionError> {
+    /// Runs an effect, retrying with backoff; counts its attempts and time in `metrics`
+    /// (none for an error action).
+    async fn execute(
+        &self,
+        effect: &Effect,
+        metrics: Option<&ActionMetrics>,
+    ) -> Result<(), ActionError> {
+        let start = Instant::now();
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
-        loop {
+        let result = loop {
             let result = match effect {
                 Effect::Publish(req) => self.publisher.publish(req).await,
                 Effect::Append(req) => self.files.append(req).await,
@@ -182,6 +208,10 @@ impl Worker {
             };
             match result {
                 Err(e) if attempt < self.attempts && !self.shutdown.is_cancelled() => {
+                    if let Some(metrics) = metrics {
+                        metrics.failed.inc();
+                        metrics.retries.inc();
+                    }
                     tracing::debug!(
                         "attempt {attempt} failed: {}; retrying in {delay:?}",
                         e.message
@@ -190,9 +220,17 @@ impl Worker {
                     delay *= 2;
                     attempt += 1;
                 }
-                other => return other,
+                other => break other,
             }
+        };
+        if let Some(metrics) = metrics {
+            match &result {
+                Ok(()) => metrics.succeeded.inc(),
+                Err(_) => metrics.failed.inc(),
+            };
+            metrics.duration.observe(start.elapsed().as_secs_f64());
         }
+        result
     }
 }
 

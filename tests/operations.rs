@@ -1,5 +1,6 @@
 //! Running it for real, against a real mosquitto: hot reload (rules added, broken and
-//! removed while topicrule runs, by editing the rule folder and by SIGHUP) and JSON logs.
+//! removed while topicrule runs, by editing the rule folder and by SIGHUP), JSON logs,
+//! metrics and health scraped over HTTP, status lines.
 
 mod support;
 
@@ -93,6 +94,28 @@ fn json_logs_are_one_object_a_line() {
     assert!(topicrule.stop().success());
 }
 
+#[test]
+fn a_password_appears_in_no_log_line() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("secret");
+    dir.write("rules/a.toml", &rule("a"));
+    dir.write(
+        "topicrule.toml",
+        "[broker]\nusername = \"device\"\npassword = \"hunter2-secret\"\n",
+    );
+    let mut command = support::run_command(dir.path(), &broker.url());
+    command.env("RUST_LOG", "trace");
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to 2 filter(s)");
+    let out = Subscriber::new(broker.port, "out/#");
+    assert_eq!(forwarded(&broker, &out, "a").as_deref(), Some("out/a"));
+    topicrule.wait_for_log("message on `in/a`");
+    let log = topicrule.log.join("\n");
+    assert!(log.contains("TRACE"), "not every level was logged:\n{log}");
+    assert!(!log.contains("hunter2"), "the password was logged:\n{log}");
+    assert!(topicrule.stop().success());
+}
+
 /// Every line an object with a level, a target and a message.
 fn topicrule_log_is_json(log: &[String]) -> bool {
     !log.is_empty()
@@ -104,4 +127,153 @@ fn topicrule_log_is_json(log: &[String]) -> bool {
                 .iter()
                 .all(|k| value.get(k).is_some())
         })
+}
+
+const METRIC_RULES: &str = r#"
+[[rule]]
+name = "ok"
+sql = "SELECT * FROM 'in/ok' WHERE n > 0"
+[[rule.actions]]
+republish = { topic = "out/ok" }
+
+[[rule]]
+name = "files"
+sql = "SELECT * FROM 'in/files'"
+[[rule.actions]]
+file = { path = "${place}/log.jsonl" }
+"#;
+
+/// An HTTP GET with a real client: the status and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let body = response.body_mut().read_to_string().unwrap();
+    (response.status().as_u16(), body)
+}
+
+/// The value of one series (name and labels, as written) in a scrape; None when absent.
+fn series(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
+
+/// Polls `path` until its status is `want`.
+fn wait_for_status(port: u16, path: &str, want: u16) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(port, path);
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} stayed {status} ({body:?}), not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("metrics");
+    dir.write("rules/rules.toml", METRIC_RULES);
+    let http = support::free_port();
+    let mut command = support::run_command(dir.path(), &broker.url());
+    command
+        .env("TOPICRULE_METRICS_LISTEN", format!("127.0.0.1:{http}"))
+        .env("TOPICRULE_METRICS_STATUS_INTERVAL", "1");
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to");
+    assert_eq!(get(http, "/readyz").0, 200);
+    assert_eq!(get(http, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(get(http, "/nothing").0, 404);
+
+    // 20 messages fire `ok`, 3 match it and do not fire; of 10 for `files`, 4 expand to a
+    // path out of the base directory: their action fails, the others are written.
+    let mut messages: Vec<(&str, &[u8])> = Vec::new();
+    messages.extend([("in/ok", &b"{\"n\":1}"[..]); 20]);
+    messages.extend([("in/ok", &b"{\"n\":0}"[..]); 3]);
+    messages.extend([("in/files", &b"{\"place\":\"..\"}"[..]); 4]);
+    messages.extend([("in/files", &b"{\"place\":\"here\"}"[..]); 6]);
+    publish(broker.port, &messages);
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let scrape = loop {
+        let (status, scrape) = get(http, "/metrics");
+        assert_eq!(status, 200);
+        if series(&scrape, "topicrule_messages_acknowledged_total") == Some(33.0) {
+            break scrape;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all acknowledged:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let want = [
+        ("topicrule_messages_received_total", 33.0),
+        ("topicrule_messages_pending", 0.0),
+        ("topicrule_rules", 2.0),
+        ("topicrule_broker_connected", 1.0),
+        ("topicrule_rule_matched_total{rule=\"ok\"}", 23.0),
+        ("topicrule_rule_fired_total{rule=\"ok\"}", 20.0),
+        ("topicrule_rule_errors_total{rule=\"ok\"}", 0.0),
+        (
+            "topicrule_action_succeeded_total{rule=\"ok\",action=\"RepublishAction\"}",
+            20.0,
+        ),
+        (
+            "topicrule_action_failed_total{rule=\"ok\",action=\"RepublishAction\"}",
+            0.0,
+        ),
+        ("topicrule_rule_matched_total{rule=\"files\"}", 10.0),
+        ("topicrule_rule_fired_total{rule=\"files\"}", 10.0),
+        ("topicrule_rule_errors_total{rule=\"files\"}", 4.0),
+        (
+            "topicrule_action_succeeded_total{rule=\"files\",action=\"FileAction\"}",
+            6.0,
+        ),
+        (
+            "topicrule_action_failed_total{rule=\"files\",action=\"FileAction\"}",
+            4.0,
+        ),
+        (
+            "topicrule_action_duration_seconds_count{rule=\"files\",action=\"FileAction\"}",
+            6.0,
+        ),
+    ];
+    for (name, value) in want {
+        assert_eq!(series(&scrape, name), Some(value), "{name} in\n{scrape}");
+    }
+    let lines = std::fs::read_to_string(dir.path().join("data/here/log.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 6);
+    topicrule.wait_for_log("status: ");
+    assert!(
+        topicrule
+            .log
+            .iter()
+            .any(|l| l.contains("status: ") && l.contains(" acknowledged")),
+        "{:?}",
+        topicrule.log
+    );
+
+    // The broker stops: unhealthy, with the reason; back: healthy again.
+    let (broker_dir, port) = broker.stop();
+    let why = wait_for_status(http, "/healthz", 503);
+    assert!(why.contains("not connected"), "{why}");
+    let _broker = Mosquitto::start_in(broker_dir, port);
+    wait_for_status(http, "/healthz", 200);
+    let (_, scrape) = get(http, "/metrics");
+    assert!(series(&scrape, "topicrule_broker_reconnects_total").unwrap() >= 1.0);
+    assert!(topicrule.stop().success());
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use futures_util::StreamExt as _;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rules::{Batch, Compression, S3Put};
@@ -43,6 +44,26 @@ struct Spooler {
     dir: PathBuf,
     open: Option<OpenBatch>,
     closed: mpsc::UnboundedSender<u64>,
+    waiting: Waiting,
+}
+
+/// The batches closed and not stored yet, and their bytes: the spool's metrics.
+#[derive(Clone)]
+struct Waiting {
+    batches: Gauge,
+    bytes: Gauge,
+}
+
+impl Waiting {
+    fn closed(&self, bytes: u64) {
+        self.batches.inc();
+        self.bytes.inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn stored(&self, bytes: u64) {
+        self.batches.dec();
+        self.bytes.dec_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
 }
 
 struct OpenBatch {
@@ -70,13 +91,16 @@ impl Spool {
             };
             let dir = root.join(&put.spool);
             std::fs::create_dir_all(&dir)?;
-            let pending = close_leftovers(&dir)?;
+            let (batches, bytes) = crate::metrics::spool_gauges(&put.spool);
+            let waiting = Waiting { batches, bytes };
+            let pending = close_leftovers(&dir, &waiting)?;
             let (closed, uploads) = mpsc::unbounded_channel();
             let upload = Upload {
                 client: client.clone(),
                 bucket: put.bucket.clone(),
                 dir: dir.clone(),
                 compression: batch.compression,
+                waiting: waiting.clone(),
             };
             tokio::spawn(upload.run(pending, uploads));
             let spooler = Spooler {
@@ -84,6 +108,7 @@ impl Spool {
                 dir,
                 open: None,
                 closed,
+                waiting,
             };
             let (appends, lines) = queue::channel();
             std::thread::Builder::new()
@@ -209,13 +234,14 @@ impl Spooler {
         let name = |ext: &str| self.dir.join(format!("{:012}.{ext}", batch.seq));
         std::fs::rename(name("open"), name("ready"))?;
         sync_dir(&self.dir)?;
+        self.waiting.closed(batch.bytes);
         let _ = self.closed.send(batch.seq);
         Ok(())
     }
 }
 
 /// At start: a batch a crash left open is closed; returns every batch to upload, in order.
-fn close_leftovers(dir: &Path) -> std::io::Result<Vec<u64>> {
+fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<Vec<u64>> {
     let mut pending = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -226,13 +252,13 @@ fn close_leftovers(dir: &Path) -> std::io::Result<Vec<u64>> {
             continue;
         };
         match ext.to_str() {
-            Some("open") => {
-                std::fs::rename(&path, path.with_extension("ready"))?;
-                pending.push(seq);
-            }
-            Some("ready") => pending.push(seq),
-            _ => {}
+            Some("open") => std::fs::rename(&path, path.with_extension("ready"))?,
+            Some("ready") => {}
+            _ => continue,
         }
+        let bytes = std::fs::metadata(path.with_extension("ready"))?.len();
+        waiting.closed(bytes);
+        pending.push(seq);
     }
     sync_dir(dir)?;
     pending.sort_unstable();
@@ -259,6 +285,7 @@ struct Upload {
     bucket: String,
     dir: PathBuf,
     compression: Compression,
+    waiting: Waiting,
 }
 
 impl Upload {
@@ -296,13 +323,14 @@ impl Upload {
         // Reading and compressing a batch (up to `max_bytes`) blocks: off the runtime's
         // thread, which carries every message meanwhile.
         let (key_path, data_path, compression) = (name("key"), name("ready"), self.compression);
-        let (key, body) = tokio::task::spawn_blocking(move || {
+        let (key, body, bytes) = tokio::task::spawn_blocking(move || {
             let key = std::fs::read_to_string(key_path)
                 .map_err(|e| format!("cannot read its key: {e}"))?;
             let data = std::fs::read(data_path).map_err(|e| format!("cannot read it: {e}"))?;
+            let bytes = data.len() as u64;
             let body =
                 compress(compression, data).map_err(|e| format!("cannot compress it: {e}"))?;
-            Ok::<_, String>((key, body))
+            Ok::<_, String>((key, body, bytes))
         })
         .await
         .map_err(|e| format!("cannot read it: {e}"))??;
@@ -323,6 +351,7 @@ impl Upload {
         tracing::debug!("stored batch `s3://{}/{key}`", self.bucket);
         let _ = std::fs::remove_file(name("ready"));
         let _ = std::fs::remove_file(name("key"));
+        self.waiting.stored(bytes);
         Ok(())
     }
 }

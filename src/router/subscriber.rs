@@ -172,6 +172,7 @@ impl Subscriptions {
                 tracing::error!(
                     "the new rule set is not applied: {why}; restart topicrule to apply it (keeping the {kept} rule(s) loaded)"
                 );
+                crate::metrics::reloaded(false);
                 return;
             }
         };
@@ -197,6 +198,8 @@ impl Subscriptions {
         }
         let count = engine.rules().len();
         worker.engine.store(Arc::new(engine));
+        worker.stats.rules.store(count as u64, Ordering::Relaxed);
+        crate::metrics::reloaded(true);
         if !removed.is_empty() {
             let pkid = self.pkid();
             conn.codec.unsubscribe(&mut conn.out, pkid, &removed);
@@ -450,13 +453,14 @@ impl Subscriber {
                 Some(Ok(connected)) => {
                     backoff.reset();
                     work.connected(connected.session_present);
-                    on_connected(
+                    let subscribing = on_connected(
                         &mut conn,
                         &broker,
                         &mut subscriptions,
                         connected.session_present,
                         connected_before,
                     );
+                    stats.subscribed.store(!subscribing, Ordering::Relaxed);
                     connected_before = true;
                     let end = poll_fn(|cx| {
                         session(
@@ -478,6 +482,7 @@ impl Subscriber {
                 }
             };
             conn.drop_connection();
+            stats.subscribed.store(false, Ordering::Relaxed);
             stats.connection_errors.fetch_add(1, Ordering::Relaxed);
             let pause = backoff.pause();
             tracing::warn!("{lost}; reconnecting in {pause:?}");
@@ -494,13 +499,15 @@ impl Subscriber {
     }
 }
 
+/// Logs the connection and subscribes when the session does not hold the subscriptions;
+/// true when it subscribed (the SUBACK is to come).
 fn on_connected(
     conn: &mut Conn,
     broker: &str,
     subscriptions: &mut Subscriptions,
     session_present: bool,
     connected_before: bool,
-) {
+) -> bool {
     tracing::info!(
         "connected to the broker at {broker} as `{}` (session present: {session_present})",
         conn.client_id()
@@ -514,10 +521,14 @@ fn on_connected(
     }
     if subscriptions.filters.is_empty() {
         tracing::warn!("no rule is loaded: nothing to subscribe to until the rules are");
+        false
     } else if !session_present || !connected_before || subscriptions.unsure {
         conn.codec
             .subscribe(&mut conn.out, 1, &subscriptions.filters);
         subscriptions.unsure = false;
+        true
+    } else {
+        false
     }
 }
 
@@ -562,6 +573,7 @@ fn session(
                         work.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!("the broker refused {refused} of the subscriptions");
                     }
+                    work.stats.subscribed.store(refused == 0, Ordering::Relaxed);
                     tracing::info!("subscribed to {granted} filter(s)");
                 }
                 Ok(Some(Incoming::Disconnect(reason))) => return Poll::Ready(End::Lost(reason)),

@@ -237,10 +237,13 @@ impl Topicrule {
     }
 
     /// Spawns `command` (a `topicrule run` the caller prepared: settings, environment,
-    /// working directory), collecting its stderr; does not wait for anything.
+    /// working directory), collecting its stderr (at debug level, unless the command sets
+    /// `RUST_LOG`); does not wait for anything.
     pub fn spawn(mut command: Command) -> Topicrule {
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "topicrule=debug");
+        }
         let mut child = command
-            .env("RUST_LOG", "topicrule=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
