@@ -35,6 +35,15 @@ struct Cli {
     /// a log collector.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOPICRULE_LOG_FORMAT")]
     log_format: LogFormat,
+    /// The least severe of topicrule's messages logged: error, warn, info, debug (what each
+    /// message does) or trace. `RUST_LOG`, when set, overrides it with a full filter.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "TOPICRULE_LOG_LEVEL"
+    )]
+    log_level: tracing::Level,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -181,7 +190,7 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "topicrule=info".into()),
+                .unwrap_or_else(|_| format!("topicrule={}", cli.log_level).into()),
         )
         .with_writer(std::io::stderr);
     match cli.log_format {
