@@ -285,6 +285,10 @@ fn registry(stats: Arc<Stats>) -> Registry {
         "Time an action took, its retries included",
         f.duration.clone(),
     );
+    // Both series from the start, so that a rate over them is 0, not missing.
+    for result in ["applied", "refused"] {
+        f.reloads.get_or_create_owned(&ResultLabel { result });
+    }
     r.register(
         "reloads",
         "Rule set reloads, applied or refused",

@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use support::s3::S3Server;
 use support::{publish, Mosquitto, Subscriber, TempDir, Topicrule};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -135,6 +136,8 @@ name = "ok"
 sql = "SELECT * FROM 'in/ok' WHERE n > 0"
 [[rule.actions]]
 republish = { topic = "out/ok" }
+[[rule.actions]]
+s3 = { bucket = "archive", key = "ok/${newuuid()}", batch = { max_records = 5, max_age = 3600 } }
 
 [[rule]]
 name = "files"
@@ -185,11 +188,15 @@ fn wait_for_status(port: u16, path: &str, want: u16) -> String {
 #[test]
 fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
     let broker = Mosquitto::start();
+    let mut store = S3Server::start();
+    let reader = store.reader();
+    reader.create_bucket("archive");
     let dir = TempDir::new("metrics");
     dir.write("rules/rules.toml", METRIC_RULES);
     let http = support::free_port();
     let mut command = support::run_command(dir.path(), &broker.url());
     command
+        .envs(store.env())
         .env("TOPICRULE_METRICS_LISTEN", format!("127.0.0.1:{http}"))
         .env("TOPICRULE_METRICS_STATUS_INTERVAL", "1");
     let mut topicrule = Topicrule::spawn(command);
@@ -198,8 +205,9 @@ fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
     assert_eq!(get(http, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(http, "/nothing").0, 404);
 
-    // 20 messages fire `ok`, 3 match it and do not fire; of 10 for `files`, 4 expand to a
-    // path out of the base directory: their action fails, the others are written.
+    // 20 messages fire `ok` (4 S3 batches), 3 match it and do not fire; of 10 for `files`,
+    // 4 expand to a path out of the base directory: their action fails, the others are
+    // written.
     let mut messages: Vec<(&str, &[u8])> = Vec::new();
     messages.extend([("in/ok", &b"{\"n\":1}"[..]); 20]);
     messages.extend([("in/ok", &b"{\"n\":0}"[..]); 3]);
@@ -255,6 +263,15 @@ fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
     for (name, value) in want {
         assert_eq!(series(&scrape, name), Some(value), "{name} in\n{scrape}");
     }
+    // The example dashboard reads only metrics that exist.
+    let dashboard = include_str!("../examples/grafana/topicrule-dashboard.json");
+    let words = dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    for name in words.filter(|w| w.starts_with("topicrule_")) {
+        assert!(
+            scrape.contains(name),
+            "the dashboard reads {name}:\n{scrape}"
+        );
+    }
     let lines = std::fs::read_to_string(dir.path().join("data/here/log.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 6);
     topicrule.wait_for_log("status: ");
@@ -266,6 +283,33 @@ fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
         "{:?}",
         topicrule.log
     );
+
+    // The spool: the 4 batches stored, none waiting; while the store is down, a batch
+    // waits with its 5 lines' bytes.
+    reader.wait_for_keys("archive", 4, WAIT);
+    let spool = "topicrule_s3_spool_batches{spool=\"ok-1\"}";
+    let waiting = |want: f64| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let scrape = get(http, "/metrics").1;
+            if series(&scrape, spool) == Some(want) {
+                return scrape;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{spool} not {want}:\n{scrape}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    waiting(0.0);
+    store.stop();
+    publish(broker.port, &[("in/ok", &b"{\"n\":1}"[..]); 5]);
+    let scrape = waiting(1.0);
+    let bytes = series(&scrape, "topicrule_s3_spool_bytes{spool=\"ok-1\"}");
+    assert_eq!(bytes, Some(5.0 * b"{\"n\":1}\n".len() as f64), "{scrape}");
+    store.start_again();
+    waiting(0.0);
 
     // The broker stops: unhealthy, with the reason; back: healthy again.
     let (broker_dir, port) = broker.stop();
