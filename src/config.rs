@@ -325,18 +325,44 @@ impl S3Settings {
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read `{path}`: {source}")]
+    // `error` is no `source`: the message holds it already, and printing the chain would
+    // say it twice.
+    #[error("cannot read `{path}`: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("invalid settings in `{path}`: {source}")]
+    /// Every error of the file, rendered with its place.
+    #[error("{count} error(s) in the settings `{path}`:\n{rendered}", path = path.display())]
     Parse {
         path: PathBuf,
-        source: toml::de::Error,
+        count: usize,
+        rendered: String,
     },
     #[error("invalid value of `{name}`: {message}")]
     Env { name: String, message: String },
+}
+
+impl SettingsError {
+    fn parse(path: &Path, text: &str, errors: &[crate::toml_read::TomlError]) -> SettingsError {
+        let origin = path.display().to_string();
+        let rendered = errors.iter().map(|e| {
+            crate::diagnostic::Diagnostic {
+                origin: &origin,
+                source: text,
+                span: crate::sql::ast::Span::new(e.span.start, e.span.end),
+                message: &e.message,
+                hint: None,
+                warning: false,
+            }
+            .render()
+        });
+        SettingsError::Parse {
+            path: path.to_owned(),
+            count: errors.len(),
+            rendered: rendered.collect::<String>().trim_end().to_owned(),
+        }
+    }
 }
 
 impl Settings {
@@ -348,14 +374,12 @@ impl Settings {
         let mut settings = match path {
             None => Settings::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                let text = std::fs::read_to_string(path).map_err(|error| SettingsError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })?;
-                toml::from_str(&text).map_err(|source| SettingsError::Parse {
-                    path: path.to_owned(),
-                    source,
-                })?
+                crate::toml_read::from_str(&text)
+                    .map_err(|(errors, _)| SettingsError::parse(path, &text, &errors))?
             }
         };
         settings.apply_env(|name| std::env::var(name).ok())?;
@@ -453,9 +477,9 @@ impl Settings {
         let Some(path) = &self.broker.password_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| SettingsError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         Ok(Some(text.lines().next().unwrap_or("").to_owned()))
     }

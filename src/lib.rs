@@ -15,6 +15,7 @@
 //! - `reload`: hot reload: the rule folders watched, SIGHUP, a new set only when it validates;
 //! - `broker`: the embedded broker, hosted when no broker URL is configured;
 //! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
+//! - `toml_read`: a TOML file read with every error it has, not only the first;
 //! - `diagnostic`: errors rendered with `file:line:col`, the source line and a caret.
 
 pub mod actions;
@@ -29,5 +30,6 @@ pub mod router;
 pub mod rules;
 pub mod sql;
 pub mod template;
+pub mod toml_read;
 pub mod topic;
 pub mod worker;

@@ -315,9 +315,50 @@ fn check_and_test_read_the_settings() {
         stderr(&out)
     );
 
-    std::fs::write(dir.join("other.toml"), "[rules]\npathz = [\"myrules\"]\n").unwrap();
+    // Every error of the settings, once each, with its place.
+    std::fs::write(
+        dir.join("other.toml"),
+        "[rules]\npathz = [\"myrules\"]\n[router]\nmax_in_flightt = 3\nshutdown_grace = \"10\"\n",
+    )
+    .unwrap();
     let out = run(&["check", "--config", "other.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("pathz"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: 3 error(s) in the settings `other.toml`"),
+        "{err}"
+    );
+    for (what, place) in [
+        ("unknown field `pathz`", "other.toml:2:1"),
+        ("unknown field `max_in_flightt`", "other.toml:4:1"),
+        ("invalid type: string \"10\"", "other.toml:5:18"),
+    ] {
+        assert_eq!(err.matches(what).count(), 1, "{what} once:\n{err}");
+        assert!(err.contains(place), "{place}:\n{err}");
+    }
+    let out = run(&["check", "--config", "missing.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: cannot read `missing.toml`: No such file or directory (os error 2)\n"
+    );
+
+    // A bad key does not hide the errors of the file's other rules.
+    std::fs::write(
+        dir.join("myrules/r.toml"),
+        "[[rule]]\nname = \"a\"\nsql = \"SELECT * FROM 'a'\"\nbogus = 1\n\n[[rule]]\nname = \"b\"\nsql = \"SELECT uper(x) FROM 'b'\"\n",
+    )
+    .unwrap();
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let bogus = err.find("unknown field `bogus`").expect(&err);
+    let uper = err.find("unknown function `uper`").expect(&err);
+    assert!(bogus < uper, "in the order of the file:\n{err}");
+    assert!(
+        err.contains("r.toml:4:1") && err.contains("r.toml:8:15"),
+        "{err}"
+    );
+    assert!(err.ends_with("2 error(s) in the rule files\n"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -230,26 +230,22 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
                 continue;
             }
         };
-        let drafts = if path.extension().is_some_and(|e| e == "json") {
-            aws_json::parse(&path, &text).map(|drafts| (drafts, Vec::new()))
+        let (drafts, tests, errs) = if path.extension().is_some_and(|e| e == "json") {
+            match aws_json::parse(&path, &text) {
+                Ok(drafts) => (drafts, Vec::new(), Vec::new()),
+                Err(errs) => (Vec::new(), Vec::new(), errs),
+            }
         } else {
             toml_file::parse(&text)
         };
-        let drafts = match drafts {
-            Ok((drafts, tests)) => {
-                let names: Vec<String> = drafts.iter().map(|d| d.name.value.clone()).collect();
-                test_drafts.extend(
-                    tests
-                        .into_iter()
-                        .map(|t| (path.clone(), text.clone(), names.clone(), t)),
-                );
-                drafts
-            }
-            Err(errs) => {
-                errors.extend(errs.into_iter().map(|e| e.into_rule_error(&path, &text)));
-                continue;
-            }
-        };
+        let first_error = errors.len();
+        errors.extend(errs.into_iter().map(|e| e.into_rule_error(&path, &text)));
+        let names: Vec<String> = drafts.iter().map(|d| d.name.value.clone()).collect();
+        test_drafts.extend(
+            tests
+                .into_iter()
+                .map(|t| (path.clone(), text.clone(), names.clone(), t)),
+        );
         for draft in drafts {
             let name = draft.name.value.clone();
             let built = build::build(draft, &path, &seen);
@@ -268,6 +264,8 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
                 }
             }
         }
+        // A file's errors in the order of the file.
+        errors[first_error..].sort_by_key(|e| e.span.start);
     }
     let mut tests = Vec::new();
     for (path, text, file_rules, draft) in test_drafts {

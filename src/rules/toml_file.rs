@@ -200,34 +200,35 @@ fn span_of<T>(s: &Spanned<T>) -> Span {
     Span::new(s.span().start, s.span().end)
 }
 
-/// Reads the rules of a TOML file.
-pub fn parse(text: &str) -> Result<(Vec<Draft>, Vec<TestDraft>), Vec<DraftError>> {
-    let file: RawDocument = toml::from_str(text).map_err(|e| {
-        let span = e
-            .span()
-            .map_or(Span::default(), |r| Span::new(r.start, r.end));
-        let message = e.message().trim_end_matches('\n').to_owned();
-        vec![DraftError::new(span, message)]
-    })?;
-    if file.rule.is_empty() {
-        return Err(vec![DraftError::new(
-            Span::default(),
-            "no rules in this file",
-        )
-        .with_hint("add a `[[rule]]` table with a `name` and a `sql`")]);
+/// Reads the rules of a TOML file: the rules and tests it could read, and every error.
+/// Errors of meaning (an unknown key, a value of the wrong type) leave the rest of the file
+/// read, so that its other rules are checked too; a syntax error stops the reading.
+pub fn parse(text: &str) -> (Vec<Draft>, Vec<TestDraft>, Vec<DraftError>) {
+    let (file, mut errors) = match crate::toml_read::from_str::<RawDocument>(text) {
+        Ok(file) => (file, Vec::new()),
+        Err((toml_errors, file)) => {
+            let errors = toml_errors
+                .into_iter()
+                .map(|e| DraftError::new(Span::new(e.span.start, e.span.end), e.message))
+                .collect();
+            match file {
+                Some(file) => (file, errors),
+                None => return (Vec::new(), Vec::new(), errors),
+            }
+        }
+    };
+    if file.rule.is_empty() && errors.is_empty() {
+        let error = DraftError::new(Span::default(), "no rules in this file")
+            .with_hint("add a `[[rule]]` table with a `name` and a `sql`");
+        return (Vec::new(), Vec::new(), vec![error]);
     }
     let drafts = file.rule.iter().map(|rule| draft(text, rule)).collect();
-    let mut errors = Vec::new();
     let tests = file
         .test
         .iter()
         .filter_map(|t| test(t, &mut errors))
         .collect();
-    if errors.is_empty() {
-        Ok((drafts, tests))
-    } else {
-        Err(errors)
-    }
+    (drafts, tests, errors)
 }
 
 /// Checks a `[[test]]` table on its own; the rule it names is checked once all are loaded.
