@@ -96,7 +96,10 @@ impl EmbeddedBroker {
                 return Err(BrokerError::Start { addr, message });
             }
         }
-        tracing::info!("embedded broker listening on {addr}");
+        tracing::info!(
+            "embedded broker listening on {addr}; its sessions and queued messages in `{}` ([broker.embedded] data_dir)",
+            settings.data_dir.display()
+        );
         Ok(EmbeddedBroker { addr, handle, task })
     }
 

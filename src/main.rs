@@ -386,20 +386,40 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let _ = tokio::time::timeout(Duration::from_secs(2), broker.shutdown()).await;
         }
         let stats = stats?;
-        tracing::info!(
-            "stopped: {} received ({} redelivered by the broker, {} of them not processed again), {} acknowledged, {} left for redelivery, {} action failures",
-            stats.received.load(Ordering::Relaxed),
-            stats.redelivered.load(Ordering::Relaxed),
-            stats.adopted.load(Ordering::Relaxed),
-            stats.acknowledged.load(Ordering::Relaxed),
-            stats.left_for_redelivery(),
-            stats.action_failures.load(Ordering::Relaxed),
-        );
+        tracing::info!("stopped: {}", summary(&stats));
         Ok(ExitCode::SUCCESS)
     });
     // A file write still blocking a thread (a hung disk) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// What the run did, for its last log line; the numbers that are 0 and say nothing are
+/// left out.
+fn summary(stats: &router::Stats) -> String {
+    let get = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let mut line = format!(
+        "{} received, {} acknowledged, {} action failure(s)",
+        get(&stats.received),
+        get(&stats.acknowledged),
+        get(&stats.action_failures),
+    );
+    let redelivered = get(&stats.redelivered);
+    if redelivered > 0 {
+        let adopted = get(&stats.adopted);
+        line += &format!(
+            "; the broker redelivered {redelivered} ({adopted} of them not processed again)"
+        );
+    }
+    match stats.left_for_redelivery() {
+        0 => {}
+        left => {
+            line += &format!(
+                "; {left} not acknowledged: the broker sends them again on the next session"
+            )
+        }
+    }
+    line
 }
 
 /// Starts the embedded broker when no broker URL is set, and points the router at it.

@@ -82,6 +82,33 @@ fn mqtts_verifies_the_broker_with_the_ca_file() {
     let (mut topicrule, _dir) = spawn(&url, support::FORWARD_RULE, "tls", &[], Some(&settings));
     topicrule.wait_for_log("subscribed");
     assert_echoes(&broker, "tls");
+
+    // Without the CA, the system's CAs do not trust the broker: a mistake in the settings,
+    // said at once with status 2, not retried.
+    let (mut untrusted, _d) = spawn(&url, support::FORWARD_RULE, "tls-no-ca", &[], None);
+    let status = untrusted.wait_for_exit(WAIT);
+    let log = untrusted.log.join("\n");
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(
+        log.contains("TLS handshake with 127.0.0.1") && log.contains("check [broker] ca_file"),
+        "{log}"
+    );
+}
+
+/// A host name that does not resolve is a mistake in the URL: status 2 within seconds,
+/// with the reason.
+#[test]
+fn an_unknown_broker_host_stops_topicrule() {
+    let url = "mqtt://no-such-broker.invalid:1883";
+    let (mut topicrule, _dir) = spawn(url, support::FORWARD_RULE, "unknown-host", &[], None);
+    let status = topicrule.wait_for_exit(WAIT);
+    let log = topicrule.log.join("\n");
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(
+        log.contains("cannot resolve `no-such-broker.invalid`")
+            && log.contains("check [broker] url"),
+        "{log}"
+    );
 }
 
 /// `require_certificate true`: without a client certificate the broker refuses topicrule;

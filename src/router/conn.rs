@@ -20,7 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
 use super::session::{Codec, ConnectOptions, Incoming};
-use super::transport::{Endpoint, Stream};
+use super::transport::{Endpoint, OpenError, Stream};
 
 /// How long opening the stream and the CONNECT/CONNACK exchange may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +37,10 @@ pub(super) enum ConnectError {
     /// The broker answered and refused: bad credentials, a client id or a protocol it does
     /// not take. The same settings will be refused again.
     Refused(String),
+    /// The broker's host name does not resolve: a typo, or a network not up yet.
+    Unresolved(String),
+    /// The TLS handshake failed on the certificates or protocols.
+    Untrusted(String),
     /// Anything else (the broker down or unreachable, a timeout): worth trying again.
     Failed(String),
 }
@@ -44,7 +48,20 @@ pub(super) enum ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::Refused(why) | ConnectError::Failed(why) => f.write_str(why),
+            ConnectError::Refused(why)
+            | ConnectError::Unresolved(why)
+            | ConnectError::Untrusted(why)
+            | ConnectError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<OpenError> for ConnectError {
+    fn from(e: OpenError) -> ConnectError {
+        match e {
+            OpenError::Unresolved(why) => ConnectError::Unresolved(why),
+            OpenError::Untrusted(why) => ConnectError::Untrusted(why),
+            OpenError::Failed(why) => ConnectError::Failed(why),
         }
     }
 }
@@ -132,7 +149,7 @@ impl Conn {
 
     async fn handshake(&mut self) -> Result<(Box<dyn Stream>, Connected), ConnectError> {
         let failed = ConnectError::Failed;
-        let mut io = self.endpoint.open().await.map_err(failed)?;
+        let mut io = self.endpoint.open().await?;
         let mut connect = BytesMut::new();
         self.codec.connect(&mut connect, &self.options);
         io.write_all(&connect)

@@ -113,6 +113,10 @@ enum Orphan {
     Done,
 }
 
+/// How long a broker host name that does not resolve is retried before the first
+/// connection, for a network still coming up at boot.
+const UNRESOLVED_GRACE: Duration = Duration::from_secs(5);
+
 pub(super) struct Subscriber {
     pub conn: Conn,
     pub subscriptions: Subscriptions,
@@ -427,6 +431,7 @@ impl Subscriber {
         let mut shutdown = pin!(shutdown.cancelled());
         let mut backoff = Backoff::reconnect();
         let mut connected_before = false;
+        let started = Instant::now();
         while !work.over() {
             let connected = {
                 let mut connecting = pin!(conn.connect());
@@ -447,6 +452,20 @@ impl Subscriber {
                     return Err(format!(
                         "the broker at {broker} refused topicrule's connection as `{}`: {why}; check [broker] username, password and client_id",
                         conn.client_id()
+                    ));
+                }
+                Some(Err(ConnectError::Untrusted(why))) if !connected_before => {
+                    return Err(format!(
+                        "cannot connect to the broker at {broker}: {why}; check [broker] ca_file, cert_file and key_file"
+                    ));
+                }
+                // A network that is not up yet gets a few seconds; a name that does not
+                // resolve then is a mistake in the URL.
+                Some(Err(ConnectError::Unresolved(why)))
+                    if !connected_before && started.elapsed() >= UNRESOLVED_GRACE =>
+                {
+                    return Err(format!(
+                        "cannot connect to the broker at {broker}: {why}; check [broker] url (or --broker)"
                     ));
                 }
                 Some(Err(e)) => format!("cannot connect to the broker at {broker}: {e}"),

@@ -66,10 +66,32 @@ pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
     })
 }
 
+/// Why a stream could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The host name does not resolve.
+    Unresolved(String),
+    /// The TLS handshake's verdict on the certificates or protocols: trying again meets the
+    /// same one.
+    Untrusted(String),
+    /// Anything else (the broker down, the network): worth trying again.
+    Failed(String),
+}
+
+impl From<String> for OpenError {
+    fn from(why: String) -> OpenError {
+        OpenError::Failed(why)
+    }
+}
+
 impl Endpoint {
     /// Opens the byte stream: TCP, then TLS and the WebSocket handshake when the URL asks.
-    pub async fn open(&self) -> Result<Box<dyn Stream>, String> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+    pub async fn open(&self) -> Result<Box<dyn Stream>, OpenError> {
+        let addresses: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| OpenError::Unresolved(format!("cannot resolve `{}`: {e}", self.host)))?
+            .collect();
+        let tcp = TcpStream::connect(&addresses[..])
             .await
             .map_err(|e| format!("cannot reach {}:{}: {e}", self.host, self.port))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -81,7 +103,17 @@ impl Endpoint {
                 let tls = TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS handshake with {}: {e}", self.host))?;
+                    .map_err(|e| {
+                        let why = format!("TLS handshake with {}: {e}", self.host);
+                        // rustls's own verdicts (a certificate not trusted, for another name,
+                        // expired; no common protocol) come as InvalidData: the same
+                        // settings meet the same verdict.
+                        if e.kind() == std::io::ErrorKind::InvalidData {
+                            OpenError::Untrusted(why)
+                        } else {
+                            OpenError::Failed(why)
+                        }
+                    })?;
                 Box::new(tls)
             }
         };
@@ -104,9 +136,9 @@ impl Endpoint {
             .get("Sec-WebSocket-Protocol")
             .and_then(|v| v.to_str().ok());
         if protocol.map(str::trim) != Some("mqtt") {
-            return Err(format!(
+            return Err(OpenError::Failed(format!(
                 "{url} does not speak MQTT over WebSockets (its Sec-WebSocket-Protocol is {protocol:?})"
-            ));
+            )));
         }
         Ok(Box::new(ws_stream_tungstenite::WsStream::new(socket)))
     }

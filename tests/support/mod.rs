@@ -302,6 +302,26 @@ impl Topicrule {
         status
     }
 
+    /// Waits (at most `timeout`) for topicrule to exit on its own; its exit status, with
+    /// the whole log collected.
+    #[allow(dead_code)] // Not every test binary uses it.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(line);
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.log.extend(self.lines.try_iter());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
