@@ -80,7 +80,7 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// The settings file (default: ./topicrule.toml when it exists).
-    #[arg(long)]
+    #[arg(long, env = "TOPICRULE_CONFIG")]
     config: Option<PathBuf>,
     /// Rule files or directories, instead of the settings' `[rules] paths`.
     #[arg(long, num_args = 1..)]
@@ -96,7 +96,7 @@ struct CheckArgs {
     /// Rule files or directories [default: the settings' `[rules] paths`, else rules].
     paths: Vec<PathBuf>,
     /// The settings file (default: ./topicrule.toml when it exists); checked too.
-    #[arg(long)]
+    #[arg(long, env = "TOPICRULE_CONFIG")]
     config: Option<PathBuf>,
 }
 
@@ -105,7 +105,7 @@ struct TestArgs {
     /// Rule files or directories [default: the settings' `[rules] paths`, else rules].
     paths: Vec<PathBuf>,
     /// The settings file (default: ./topicrule.toml when it exists).
-    #[arg(long)]
+    #[arg(long, env = "TOPICRULE_CONFIG")]
     config: Option<PathBuf>,
     /// The topic the message arrives on; without it, the files' `[[test]]` tables run.
     #[arg(long, requires = "message")]
