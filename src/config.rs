@@ -259,10 +259,15 @@ pub struct S3Settings {
     /// Attempts of one put (with exponential backoff, at most 5 s apart) within an
     /// attempt of the action; `[router] action_attempts` repeats the whole.
     pub attempts: u32,
-    /// Where batch-mode actions build their batches (a folder per action); a message is
-    /// acknowledged once it is there, synced, and batches left by a crash are uploaded
-    /// at start.
+    /// Where batch-mode actions build their batches (a folder per instance and action); a
+    /// message is acknowledged once it is there, synced, and batches left by a crash are
+    /// uploaded at start.
     pub spool_dir: PathBuf,
+    /// This instance's name in batch object keys and spool folders, so that instances of
+    /// one shared group never write the same object; unset: `[broker] client_id` (which
+    /// each instance has its own of). Characters other than letters, digits, `-`, `_` and
+    /// `.` become `_`.
+    pub instance_id: Option<String>,
 }
 
 impl Default for S3Settings {
@@ -277,6 +282,7 @@ impl Default for S3Settings {
             operation_timeout: 60,
             attempts: 5,
             spool_dir: PathBuf::from("spool"),
+            instance_id: None,
         }
     }
 }
@@ -317,6 +323,9 @@ impl S3Settings {
         }
         if let Some((_, v)) = var("TOPICRULE_S3_SPOOL_DIR") {
             self.spool_dir = PathBuf::from(v);
+        }
+        if let Some((_, v)) = var("TOPICRULE_S3_INSTANCE_ID") {
+            self.instance_id = Some(v).filter(|v| !v.is_empty());
         }
         Ok(())
     }
@@ -467,6 +476,25 @@ impl Settings {
             b.shared_group = (!group.is_empty()).then_some(group);
         }
         Ok(())
+    }
+
+    /// This instance's name in S3 batch keys and spool folders: `[s3] instance_id`, else
+    /// the client id; safe in a path and a key.
+    pub fn instance_id(&self) -> String {
+        let id = self
+            .s3
+            .instance_id
+            .as_deref()
+            .unwrap_or(&self.broker.client_id);
+        let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        match id
+            .chars()
+            .map(|c| if safe(c) { c } else { '_' })
+            .collect::<String>()
+        {
+            id if id.is_empty() || id.chars().all(|c| c == '.') => "topicrule".into(),
+            id => id,
+        }
     }
 
     /// The broker password: from the settings, or the first line of the password file.

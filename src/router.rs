@@ -122,7 +122,7 @@ pub async fn run(
         tokio::spawn(shutdown.clone().run_until_cancelled_owned(status));
     }
     // Before connecting: bad S3 settings stop topicrule before it takes any message.
-    let s3 = Stores::for_rules(&settings.s3, engine.rules()).await?;
+    let s3 = Stores::for_rules(&settings.s3, &settings.instance_id(), engine.rules()).await?;
     let filters = subscriptions(&engine, settings.broker.shared_group.as_deref())?;
     if settings.broker.protocol == Protocol::V311 {
         v4::warn_about_mqtt5_headers(engine.rules());

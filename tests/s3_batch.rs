@@ -155,11 +155,37 @@ fn a_batch_left_by_a_crash_is_uploaded_at_start() {
     topicrule.kill();
     let _topicrule = start(&broker, &store, &dir, "batch-crash", &[]);
     let keys = reader.wait_for_keys("archive", 1, WAIT);
-    // The key of the batch's first message (messages run concurrently: any of them).
+    // The key of the batch's first message (messages run concurrently: any of them), the
+    // instance (its client id) and the batch's number.
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
-        keys[0].starts_with("b/") && keys[0].ends_with("-000000.ndjson"),
+        keys[0].starts_with("b/") && keys[0].ends_with("-batch-crash-000000.ndjson"),
         "{keys:?}"
     );
     assert_eq!(objects(&reader, &keys)[0].lines().count(), 5);
+}
+
+/// A spool left by a version without instance folders (`spool/<rule>-<action>`) is taken
+/// over and uploaded under the key it was given.
+#[test]
+fn a_spool_of_an_earlier_layout_is_uploaded() {
+    let (broker, store, reader, dir) = setup(
+        "batch-legacy",
+        "batch = { max_records = 100, max_age = 3600 }",
+    );
+    dir.write("spool/batched-0/next", "1");
+    dir.write("spool/batched-0/000000000000.key", "old/key-000000.ndjson");
+    dir.write(
+        "spool/batched-0/000000000000.open",
+        "{\"seq\":1}\n{\"seq\":2}\n",
+    );
+    let _topicrule = start(&broker, &store, &dir, "batch-legacy", &[]);
+    let keys = reader.wait_for_keys("archive", 1, WAIT);
+    assert_eq!(keys, ["old/key-000000.ndjson"]);
+    assert_eq!(objects(&reader, &keys)[0].lines().count(), 2);
+    assert!(dir
+        .path()
+        .join("spool/batch-legacy/batched-0/next")
+        .is_file());
+    assert!(!dir.path().join("spool/batched-0").exists());
 }

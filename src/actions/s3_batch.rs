@@ -1,9 +1,10 @@
 //! Batch mode of the `s3` action (beyond AWS): many messages an object, NDJSON, optionally
 //! gzip or zstd, built on disk.
 //!
-//! Each batch-mode action has a folder under `[s3] spool_dir`. A batch is `<seq>.open`
-//! while it takes messages and `<seq>.ready` once closed; `<seq>.key` holds its object key
-//! (the key template of its first message, plus the sequence number), written before its
+//! Each batch-mode action has a folder under `[s3] spool_dir`/<instance>. A batch is
+//! `<seq>.open` while it takes messages and `<seq>.ready` once closed; `<seq>.key` holds its
+//! object key (the key template of its first message, the instance id and the sequence
+//! number: instances of one shared group never write the same object), written before its
 //! first message, and `next` the sequence number of the next batch.
 //!
 //! Invariants: a message is acknowledged only once its line is in the open batch and
@@ -41,6 +42,8 @@ struct Append {
 /// thread.
 struct Spooler {
     batch: Batch,
+    /// In each batch's key, so that instances of one group never write the same object.
+    instance: String,
     dir: PathBuf,
     open: Option<OpenBatch>,
     closed: mpsc::UnboundedSender<u64>,
@@ -81,15 +84,21 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens the folder of each batch-mode action, and starts its uploader (which first
-    /// sends what an earlier run left) and its thread. The threads end with the `Spool`.
-    pub fn start(root: &Path, actions: &[(&S3Put, Client)]) -> std::io::Result<Spool> {
+    /// Opens the folder of each batch-mode action under `root/<instance>`, and starts its
+    /// uploader (which first sends what an earlier run left) and its thread. The threads
+    /// end with the `Spool`.
+    pub fn start(
+        root: &Path,
+        instance: &str,
+        actions: &[(&S3Put, Client)],
+    ) -> std::io::Result<Spool> {
         let mut spoolers = HashMap::new();
         for (put, client) in actions {
             let Some(batch) = put.batch.clone() else {
                 continue;
             };
-            let dir = root.join(&put.spool);
+            let dir = root.join(instance).join(&put.spool);
+            adopt_legacy(&root.join(&put.spool), &dir)?;
             std::fs::create_dir_all(&dir)?;
             let (batches, bytes) = crate::metrics::spool_gauges(&put.spool);
             let waiting = Waiting { batches, bytes };
@@ -105,6 +114,7 @@ impl Spool {
             tokio::spawn(upload.run(pending, uploads));
             let spooler = Spooler {
                 batch,
+                instance: instance.to_owned(),
                 dir,
                 open: None,
                 closed,
@@ -208,7 +218,7 @@ impl Spooler {
         let ext = self.batch.compression.extension();
         write_synced(
             &self.dir.join(format!("{seq:012}.key")),
-            &format!("{key}-{seq:06}.ndjson{ext}"),
+            &format!("{key}-{}-{seq:06}.ndjson{ext}", self.instance),
         )?;
         write_synced(&next, &(seq + 1).to_string())?;
         let file = OpenOptions::new()
@@ -238,6 +248,23 @@ impl Spooler {
         let _ = self.closed.send(batch.seq);
         Ok(())
     }
+}
+
+/// A spool folder of a version without instance folders (`root/<spool>`) becomes this
+/// instance's, so that what it holds is uploaded; its batches keep the keys they were given.
+fn adopt_legacy(legacy: &Path, dir: &Path) -> std::io::Result<()> {
+    if legacy.join("next").is_file() && !dir.exists() {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(legacy, dir)?;
+        tracing::info!(
+            "moved the spool `{}` to `{}`",
+            legacy.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// At start: a batch a crash left open is closed; returns every batch to upload, in order.

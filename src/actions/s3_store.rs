@@ -59,9 +59,13 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// The clients of every store the rules write to. No rule with an `s3` action: no
+    /// The clients of every store the rules write to, and the spools of this instance. No rule with an `s3` action: no
     /// client, and the AWS credential chain is never consulted.
-    pub async fn for_rules(settings: &S3Settings, rules: &[Rule]) -> Result<Stores, StoreError> {
+    pub async fn for_rules(
+        settings: &S3Settings,
+        instance: &str,
+        rules: &[Rule],
+    ) -> Result<Stores, StoreError> {
         let puts: Vec<&S3Put> = s3_puts(rules).collect();
         if puts.is_empty() {
             return Ok(Stores::default());
@@ -78,11 +82,12 @@ impl Stores {
             .filter(|put| put.batch.is_some())
             .map(|put| (*put, clients[&put.store].clone()))
             .collect();
-        let spool =
-            Spool::start(&settings.spool_dir, &batched).map_err(|source| StoreError::Spool {
+        let spool = Spool::start(&settings.spool_dir, instance, &batched).map_err(|source| {
+            StoreError::Spool {
                 path: settings.spool_dir.clone(),
                 source,
-            })?;
+            }
+        })?;
         Ok(Stores { clients, spool })
     }
 
