@@ -189,3 +189,25 @@ fn a_spool_of_an_earlier_layout_is_uploaded() {
         .is_file());
     assert!(!dir.path().join("spool/batched-0").exists());
 }
+
+/// A batch bigger than a part (8 MiB) goes up as a multipart upload, a part at a time, and
+/// reads back whole, in order.
+#[test]
+fn a_big_batch_is_uploaded_in_parts() {
+    let (broker, store, reader, dir) = setup(
+        "batch-multipart",
+        "batch = { max_records = 5, max_bytes = 104857600, max_age = 3600 }",
+    );
+    let mut topicrule = start(&broker, &store, &dir, "batch-multipart", &[]);
+    // 5 records of 2.5 MB: a batch of 12.5 MB, 2 parts.
+    let bodies: Vec<String> = (0..5)
+        .map(|n| format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(2_500_000)))
+        .collect();
+    let messages: Vec<(&str, &[u8])> = bodies.iter().map(|b| ("seq/big", b.as_bytes())).collect();
+    publish(broker.port, &messages);
+    let keys = reader.wait_for_keys("archive", 1, WAIT);
+    topicrule.wait_for_log("(2 part(s))");
+    let text = &objects(&reader, &keys)[0];
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, bodies, "the object is the batch, whole and in order");
+}

@@ -24,6 +24,7 @@ use std::sync::mpsc as queue;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use futures_util::StreamExt as _;
 use prometheus_client::metrics::gauge::Gauge;
@@ -317,7 +318,7 @@ struct Upload {
 
 impl Upload {
     /// Uploads what an earlier run left, then each batch as it closes; at most
-    /// `MAX_UPLOADS` at once (each holds its batch in memory, at most `max_bytes`).
+    /// `MAX_UPLOADS` at once (each holds a few parts in memory, see `PART_SIZE`).
     async fn run(self, pending: Vec<u64>, mut queue: mpsc::UnboundedReceiver<u64>) {
         let closed = futures_util::stream::poll_fn(|cx| queue.poll_recv(cx));
         futures_util::stream::iter(pending)
@@ -345,53 +346,231 @@ impl Upload {
         }
     }
 
+    /// Stores one batch: read, compressed and sent a part at a time (`PART_SIZE`), so that
+    /// a batch of any size holds at most a few parts in memory. A batch of one part is one
+    /// put; a bigger one a multipart upload, aborted when a part fails (the retry starts
+    /// over, under the same key).
     async fn put(&self, seq: u64) -> Result<(), String> {
         let name = |ext: &str| self.dir.join(format!("{seq:012}.{ext}"));
-        // Reading and compressing a batch (up to `max_bytes`) blocks: off the runtime's
-        // thread, which carries every message meanwhile.
-        let (key_path, data_path, compression) = (name("key"), name("ready"), self.compression);
-        let (key, body, bytes) = tokio::task::spawn_blocking(move || {
-            let key = std::fs::read_to_string(key_path)
-                .map_err(|e| format!("cannot read its key: {e}"))?;
-            let data = std::fs::read(data_path).map_err(|e| format!("cannot read it: {e}"))?;
-            let bytes = data.len() as u64;
-            let body =
-                compress(compression, data).map_err(|e| format!("cannot compress it: {e}"))?;
-            Ok::<_, String>((key, body, bytes))
-        })
-        .await
-        .map_err(|e| format!("cannot read it: {e}"))??;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .body(ByteStream::from(body))
-            .send()
+        let key = tokio::fs::read_to_string(name("key"))
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot put `s3://{}/{key}`: {}",
-                    self.bucket,
-                    super::s3::explain(&e)
-                )
-            })?;
-        tracing::debug!("stored batch `s3://{}/{key}`", self.bucket);
+            .map_err(|e| format!("cannot read its key: {e}"))?;
+        // Reading and compressing block: off the runtime's thread, which carries every
+        // message meanwhile.
+        let (parts_out, mut parts) = mpsc::channel(1);
+        let (data_path, compression) = (name("ready"), self.compression);
+        let reading =
+            tokio::task::spawn_blocking(move || write_parts(&data_path, compression, parts_out));
+        let first = parts.recv().await;
+        let second = parts.recv().await;
+        let (bytes, parts) = match second {
+            // One part: the reading is over.
+            None => {
+                let bytes = read(reading).await?;
+                self.put_whole(&key, first.unwrap_or_default()).await?;
+                (bytes, 1)
+            }
+            Some(second) => {
+                let rest = futures_util::stream::poll_fn(|cx| parts.poll_recv(cx));
+                let all = futures_util::stream::iter(first.into_iter().chain([second])).chain(rest);
+                self.put_parts(&key, all, reading).await?
+            }
+        };
+        tracing::debug!(
+            "stored batch `s3://{}/{key}` ({parts} part(s))",
+            self.bucket
+        );
         let _ = std::fs::remove_file(name("ready"));
         let _ = std::fs::remove_file(name("key"));
         self.waiting.stored(bytes);
         Ok(())
     }
+
+    async fn put_whole(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.failed(key, "put", super::s3::explain(&e)))?;
+        Ok(())
+    }
+
+    /// A multipart upload of `parts`, completed once `reading` made every one of them;
+    /// aborted (best effort) when a step fails. The bytes read and the parts sent.
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: impl futures_util::Stream<Item = Vec<u8>>,
+        reading: Reading,
+    ) -> Result<(u64, usize), String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.failed(key, "start a multipart upload of", super::s3::explain(&e)))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = self.send_parts(key, &upload_id, parts, reading).await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: impl futures_util::Stream<Item = Vec<u8>>,
+        reading: Reading,
+    ) -> Result<(u64, usize), String> {
+        let mut parts = std::pin::pin!(parts);
+        let mut done = Vec::new();
+        while let Some(body) = parts.next().await {
+            let number = i32::try_from(done.len() + 1).unwrap_or(i32::MAX);
+            let sent = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| self.failed(key, "upload a part of", super::s3::explain(&e)))?;
+            done.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(sent.e_tag().map(str::to_owned))
+                    .build(),
+            );
+        }
+        // A batch read only in part must not become the object.
+        let bytes = read(reading).await?;
+        let count = done.len();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                self.failed(
+                    key,
+                    "complete the multipart upload of",
+                    super::s3::explain(&e),
+                )
+            })?;
+        Ok((bytes, count))
+    }
+
+    fn failed(&self, key: &str, doing: &str, why: String) -> String {
+        format!("cannot {doing} `s3://{}/{key}`: {why}", self.bucket)
+    }
 }
 
-fn compress(compression: Compression, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    match compression {
-        Compression::None => Ok(data),
-        Compression::Gzip => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(&data)?;
-            encoder.finish()
+/// The reading and compressing of a batch, on a blocking thread: the bytes it read.
+type Reading = tokio::task::JoinHandle<std::io::Result<u64>>;
+
+async fn read(reading: Reading) -> Result<u64, String> {
+    reading
+        .await
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .map_err(|e| format!("cannot read or compress it: {e}"))
+}
+
+/// The size of the parts a batch is sent in: above S3's minimum part size (5 MiB), and the
+/// most an upload holds in memory, a few times over (a part being sent, one being made).
+const PART_SIZE: usize = 8 << 20;
+
+/// Reads the batch at `path`, compresses it and sends it to `parts` a part at a time (the
+/// last one, possibly empty, when the reading ends); the bytes read.
+fn write_parts(
+    path: &Path,
+    compression: Compression,
+    parts: mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<u64> {
+    let mut file = File::open(path)?;
+    let out = Parts {
+        buffer: Vec::new(),
+        parts,
+        sent: 0,
+    };
+    let (bytes, out) = match compression {
+        Compression::None => {
+            let mut out = out;
+            (std::io::copy(&mut file, &mut out)?, out)
         }
-        Compression::Zstd => zstd::encode_all(&data[..], 3),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            (std::io::copy(&mut file, &mut encoder)?, encoder.finish()?)
+        }
+        Compression::Zstd => {
+            let mut encoder = zstd::Encoder::new(out, 3)?;
+            (std::io::copy(&mut file, &mut encoder)?, encoder.finish()?)
+        }
+    };
+    out.end()?;
+    Ok(bytes)
+}
+
+/// A writer that cuts what it is given into parts of `PART_SIZE` and sends them.
+struct Parts {
+    buffer: Vec<u8>,
+    parts: mpsc::Sender<Vec<u8>>,
+    sent: usize,
+}
+
+impl Parts {
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::take(&mut self.buffer);
+        self.sent += 1;
+        self.parts
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+
+    /// Sends the last part: what is left, or an empty body when nothing was sent (an empty
+    /// batch); never an empty part after others.
+    fn end(mut self) -> std::io::Result<()> {
+        if self.sent == 0 || !self.buffer.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Parts {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = PART_SIZE - self.buffer.len();
+        let taken = bytes.len().min(room);
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == PART_SIZE {
+            self.send()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
