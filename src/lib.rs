@@ -13,6 +13,7 @@
 //! - `backoff`: pauses between attempts, exponential with jitter;
 //! - `metrics`: Prometheus metrics, `/healthz` and `/readyz` over HTTP, status lines;
 //! - `reload`: hot reload: the rule folders watched, SIGHUP, a new set only when it validates;
+//! - `shadow`: the Device Shadow document model (not yet served over MQTT);
 //! - `broker`: the embedded broker, hosted when no broker URL is configured;
 //! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
 //! - `toml_read`: a TOML file read with every error it has, not only the first;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod reload;
 pub mod router;
 pub mod rules;
+pub mod shadow;
 pub mod sql;
 pub mod template;
 pub mod toml_read;
