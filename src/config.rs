@@ -16,6 +16,26 @@ pub struct Settings {
     pub router: RouterSettings,
     pub s3: S3Settings,
     pub metrics: MetricsSettings,
+    pub shadow: ShadowSettings,
+}
+
+/// `[shadow]`: the Device Shadow service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowSettings {
+    /// Serve AWS IoT's Device Shadow MQTT API (`$aws/things/<thing>/shadow/...`).
+    pub enabled: bool,
+    /// Where each shadow is kept, a file a shadow.
+    pub dir: PathBuf,
+}
+
+impl Default for ShadowSettings {
+    fn default() -> ShadowSettings {
+        ShadowSettings {
+            enabled: false,
+            dir: PathBuf::from("data/shadows"),
+        }
+    }
 }
 
 /// `[metrics]`: what an operator watches.
@@ -442,6 +462,15 @@ impl Settings {
                     message: format!("`{listen}` is not an address such as 127.0.0.1:9464"),
                 })?),
             };
+        }
+        if let Some(enabled) = get("TOPICRULE_SHADOW_ENABLED") {
+            self.shadow.enabled = enabled.parse().map_err(|_| SettingsError::Env {
+                name: "TOPICRULE_SHADOW_ENABLED".into(),
+                message: format!("`{enabled}` is not true or false"),
+            })?;
+        }
+        if let Some(dir) = get("TOPICRULE_SHADOW_DIR") {
+            self.shadow.dir = PathBuf::from(dir);
         }
         if let Some(secs) = get("TOPICRULE_METRICS_STATUS_INTERVAL") {
             self.metrics.status_interval = number("TOPICRULE_METRICS_STATUS_INTERVAL", secs)?;

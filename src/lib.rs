@@ -13,7 +13,7 @@
 //! - `backoff`: pauses between attempts, exponential with jitter;
 //! - `metrics`: Prometheus metrics, `/healthz` and `/readyz` over HTTP, status lines;
 //! - `reload`: hot reload: the rule folders watched, SIGHUP, a new set only when it validates;
-//! - `shadow`: the Device Shadow document model (not yet served over MQTT);
+//! - `shadow`: the Device Shadow service: the document model, and its MQTT topics;
 //! - `broker`: the embedded broker, hosted when no broker URL is configured;
 //! - `config`: the engine's settings (`topicrule.toml`, `TOPICRULE_*`);
 //! - `toml_read`: a TOML file read with every error it has, not only the first;

@@ -123,7 +123,8 @@ pub async fn run(
     }
     // Before connecting: bad S3 settings stop topicrule before it takes any message.
     let s3 = Stores::for_rules(&settings.s3, &settings.instance_id(), engine.rules()).await?;
-    let filters = subscriptions(&engine, settings.broker.shared_group.as_deref())?;
+    let shadows = settings.shadow.enabled;
+    let filters = subscriptions(&engine, settings.broker.shared_group.as_deref(), shadows)?;
     if settings.broker.protocol == Protocol::V311 {
         v4::warn_about_mqtt5_headers(engine.rules());
     }
@@ -171,6 +172,7 @@ pub async fn run(
         stats: stats.clone(),
         activity: Activity::default(),
         shutdown: shutdown.clone(),
+        shadows: shadows.then(|| crate::shadow::Shadows::new(settings.shadow.dir.clone())),
     });
     stats.ready.store(true, Ordering::Relaxed);
     let stall = Duration::from_secs(router.stall_timeout.get());
@@ -178,7 +180,12 @@ pub async fn run(
     let max_in_flight = usize::from(max_in_flight);
     let subscriber = Subscriber {
         conn: Conn::new(codec, endpoint, subscribing, recycles),
-        subscriptions: Subscriptions::new(filters, settings.broker.shared_group.clone(), reloads),
+        subscriptions: Subscriptions::new(
+            filters,
+            settings.broker.shared_group.clone(),
+            shadows,
+            reloads,
+        ),
         broker: settings.broker.url.clone(),
         max_in_flight,
         // Messages beyond those being processed wait in their lanes; past this many held,
@@ -259,8 +266,15 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycles: Arc<AtomicU64>
 /// `$` (Basic Ingest's `$aws/rules/...`, FROM on `$aws/...`): mosquitto 2.0 delivers no
 /// `$` topic to a shared subscription, so sharing them would silently drop those messages;
 /// unshared, every instance processes them (at least once, never lost).
-fn subscriptions(engine: &Engine, group: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let filters = engine.subscriptions();
+fn subscriptions(
+    engine: &Engine,
+    group: Option<&str>,
+    shadows: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut filters = engine.subscriptions();
+    if shadows {
+        filters.extend(crate::shadow::FILTERS.map(String::from));
+    }
     let Some(group) = group else {
         return Ok(filters);
     };

@@ -20,6 +20,7 @@ use crate::actions::{s3, ActionError, Effect};
 use crate::engine::{Engine, Plan};
 use crate::metrics::ActionMetrics;
 use crate::router::{Publisher, Stats};
+use crate::shadow::Shadows;
 use crate::sql::eval::MqttProperties;
 
 /// Processes messages: evaluates the rules, runs the actions.
@@ -38,6 +39,8 @@ pub struct Worker {
     pub activity: Activity,
     /// Cancelled at SIGINT/SIGTERM: retries stop, their messages stay unacknowledged.
     pub shutdown: CancellationToken,
+    /// The Device Shadow service, when `[shadow] enabled`.
+    pub shadows: Option<Shadows>,
 }
 
 /// The publisher's client id, when the broker tells it. MQTT does not carry it; the
@@ -58,20 +61,18 @@ impl Worker {
         payload: &[u8],
         properties: Option<&MqttProperties>,
     ) -> bool {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut done = match &self.shadows {
+            Some(shadows) => self.serve_shadow(shadows, topic, payload, now).await,
+            None => true,
+        };
         let engine = self.engine.load_full();
-        let plans = engine.plan(
-            topic,
-            payload,
-            publisher_id(properties),
-            chrono::Utc::now().timestamp_millis(),
-            properties,
-        );
+        let plans = engine.plan(topic, payload, publisher_id(properties), now, properties);
         tracing::debug!("message on `{topic}`: {} rule(s) fire", plans.len());
         if plans.is_empty() {
-            return true;
+            return done;
         }
         let id = self.activity.start(topic);
-        let mut done = true;
         for plan in &plans {
             done &= self.run_plan(&engine, id, plan, topic, payload).await;
         }
@@ -80,6 +81,32 @@ impl Worker {
             tracing::warn!("a message on `{topic}` is left unacknowledged; the broker will redeliver it on the next session");
         }
         done
+    }
+
+    /// Answers a shadow request (any other topic passes); false when its change could not
+    /// be kept or its answers not published: the broker then redelivers the request.
+    async fn serve_shadow(
+        &self,
+        shadows: &Shadows,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> bool {
+        let answers = match shadows.handle(topic, payload, now_ms / 1000).await {
+            None => return true,
+            Some(Ok(answers)) => answers,
+            Some(Err(e)) => {
+                tracing::error!("shadow request on `{topic}`: {e}");
+                return false;
+            }
+        };
+        for answer in answers {
+            if let Err(e) = self.execute(&Effect::Publish(answer), None).await {
+                tracing::warn!("shadow request on `{topic}`: cannot answer: {}", e.message);
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs one rule's effects. Any failure runs the rule's error action, once (AWS's

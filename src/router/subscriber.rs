@@ -132,6 +132,8 @@ pub(super) struct Subscriber {
 pub(super) struct Subscriptions {
     pub filters: Vec<String>,
     pub group: Option<String>,
+    /// The shadow service's filters are subscribed too.
+    pub shadows: bool,
     pub reloads: mpsc::Receiver<Engine>,
     /// A reload changed the subscriptions on a connection lost since: the change may not
     /// have reached the broker, so the next connection subscribes to every filter again.
@@ -144,11 +146,13 @@ impl Subscriptions {
     pub fn new(
         filters: Vec<String>,
         group: Option<String>,
+        shadows: bool,
         reloads: mpsc::Receiver<Engine>,
     ) -> Self {
         Subscriptions {
             filters,
             group,
+            shadows,
             reloads,
             unsure: false,
             next_pkid: 2,
@@ -168,7 +172,8 @@ impl Subscriptions {
     fn reload(&mut self, conn: &mut Conn, worker: &Worker, engine: Engine) {
         let kept = worker.engine.load().rules().len();
         let filters = worker.s3.serves(engine.rules()).and_then(|()| {
-            super::subscriptions(&engine, self.group.as_deref()).map_err(|e| e.to_string())
+            super::subscriptions(&engine, self.group.as_deref(), self.shadows)
+                .map_err(|e| e.to_string())
         });
         let filters = match filters {
             Ok(filters) => filters,

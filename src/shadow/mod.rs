@@ -1,6 +1,8 @@
-//! The Device Shadow service of AWS IoT, for the home network (issue 12). So far its
-//! document model, `document`: pure and synchronous, tested against AWS's documented
-//! documents. Not yet wired to MQTT topics, to disk or to `get_thing_shadow()`: no
-//! behaviour of `run` depends on it.
+//! The Device Shadow service of AWS IoT, for the home network: `document`, the document
+//! model (pure and synchronous, tested against AWS's documented documents), and `service`,
+//! the requests and answers over MQTT with each shadow kept as a file.
 
 pub mod document;
+pub mod service;
+
+pub use service::{Shadows, FILTERS};

@@ -1,0 +1,238 @@
+//! The Device Shadow service over MQTT (`[shadow] enabled`): requests on
+//! `$aws/things/<thing>/shadow[/name/<shadow>]/update|get|delete`, answers on the same topic
+//! plus `/accepted` or `/rejected` (and `/update/delta`, `/update/documents`), as AWS IoT.
+//!
+//! Invariant: a shadow's file under `[shadow] dir` is always a whole document (written to a
+//! temporary file, synced, renamed); a request is answered only after its change is on disk,
+//! and requests are applied one at a time, so versions never fork.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::document::{self, Existing, Shadow, ShadowError, Tombstone};
+use crate::actions::republish::PublishRequest;
+
+/// The filters of the requests: classic and named shadows. Their answers (one level more)
+/// do not match them.
+pub const FILTERS: [&str; 2] = ["$aws/things/+/shadow/+", "$aws/things/+/shadow/name/+/+"];
+
+/// The shadows, kept as files and cached once read.
+pub struct Shadows {
+    dir: PathBuf,
+    cache: Mutex<HashMap<PathBuf, Option<Stored>>>,
+}
+
+/// A shadow's file: the shadow, or what its deletion left.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Stored {
+    Shadow(Box<Shadow>),
+    Deleted(Tombstone),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Update,
+    Get,
+    Delete,
+}
+
+/// A request's topic, taken apart.
+struct Request<'t> {
+    thing: &'t str,
+    /// None: the classic shadow.
+    shadow: Option<&'t str>,
+    op: Op,
+}
+
+/// Thing and shadow names as AWS allows them: letters, digits, `:`, `_`, `-`; they also
+/// make safe file names.
+fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+}
+
+fn parse(topic: &str) -> Option<Request<'_>> {
+    let rest = topic.strip_prefix("$aws/things/")?;
+    let (thing, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("shadow/")?;
+    let (shadow, op) = match rest.strip_prefix("name/") {
+        Some(named) => {
+            let (name, op) = named.split_once('/')?;
+            (Some(name), op)
+        }
+        None => (None, rest),
+    };
+    let op = match op {
+        "update" => Op::Update,
+        "get" => Op::Get,
+        "delete" => Op::Delete,
+        _ => return None,
+    };
+    Some(Request { thing, shadow, op })
+}
+
+impl Shadows {
+    pub fn new(dir: PathBuf) -> Shadows {
+        Shadows {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Handles a message when its topic is a shadow request: the answers to publish, once
+    /// the change is on disk. None for any other topic.
+    pub async fn handle(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now: i64,
+    ) -> Option<Result<Vec<PublishRequest>, String>> {
+        let request = parse(topic)?;
+        let answer = |suffix: &str, payload: Vec<u8>| PublishRequest {
+            topic: format!("{topic}/{suffix}"),
+            payload,
+            qos: 1,
+            ..PublishRequest::default()
+        };
+        let name = request.shadow.unwrap_or(request.thing);
+        if !valid_name(request.thing, 128) || !request.shadow.is_none_or(|s| valid_name(s, 64)) {
+            let error = ShadowError {
+                code: 400,
+                message: "Invalid thing or shadow name".into(),
+                client_token: None,
+            };
+            return Some(Ok(vec![answer("rejected", error.rejected_document(now))]));
+        }
+        let path = self.path(request.thing, request.shadow);
+        let mut cache = self.cache.lock().await;
+        let stored = match cache.get(&path) {
+            Some(stored) => stored.clone(),
+            None => match read(&path).await {
+                Ok(stored) => stored,
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        let live = match &stored {
+            Some(Stored::Shadow(shadow)) => Some(&**shadow),
+            _ => None,
+        };
+        let (change, answers) = match request.op {
+            Op::Get => match document::get(live, name, payload, now) {
+                Ok(doc) => (None, vec![answer("accepted", doc)]),
+                Err(e) => (None, vec![answer("rejected", e.rejected_document(now))]),
+            },
+            Op::Update => {
+                let existing = match &stored {
+                    Some(Stored::Shadow(shadow)) => Existing::Live(shadow),
+                    Some(Stored::Deleted(tombstone)) => Existing::Deleted(tombstone),
+                    None => Existing::Absent,
+                };
+                match document::update(existing, payload, now) {
+                    Ok(updated) => {
+                        let mut answers = vec![answer("accepted", updated.accepted)];
+                        answers.extend(updated.delta.map(|delta| answer("delta", delta)));
+                        answers.push(answer("documents", updated.documents));
+                        (Some(Stored::Shadow(Box::new(updated.shadow))), answers)
+                    }
+                    Err(e) => (None, vec![answer("rejected", e.rejected_document(now))]),
+                }
+            }
+            Op::Delete => match document::delete(live, name, payload, now) {
+                Ok(deleted) => (
+                    Some(Stored::Deleted(deleted.tombstone)),
+                    vec![answer("accepted", deleted.accepted)],
+                ),
+                Err(e) => (None, vec![answer("rejected", e.rejected_document(now))]),
+            },
+        };
+        if let Some(change) = change {
+            if let Err(e) = write(&path, &change).await {
+                return Some(Err(e));
+            }
+            cache.insert(path, Some(change));
+        } else {
+            cache.insert(path, stored);
+        }
+        Some(Ok(answers))
+    }
+
+    /// `dir/<thing>/classic.json`, or `dir/<thing>/name-<shadow>.json`.
+    fn path(&self, thing: &str, shadow: Option<&str>) -> PathBuf {
+        let file = match shadow {
+            None => "classic.json".to_owned(),
+            Some(name) => format!("name-{name}.json"),
+        };
+        self.dir.join(thing).join(file)
+    }
+}
+
+async fn read(path: &Path) -> Result<Option<Stored>, String> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("the shadow file `{}` is damaged: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+    }
+}
+
+/// Writes the file whole or not at all: a temporary file, synced, renamed over it, and the
+/// folder synced.
+async fn write(path: &Path, stored: &Stored) -> Result<(), String> {
+    let bytes = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
+    let (shown, path) = (path.display().to_string(), path.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let dir = path
+            .parent()
+            .expect("a shadow file is in its thing's folder");
+        std::fs::create_dir_all(dir)?;
+        let temporary = path.with_extension("json.new");
+        let mut file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_data()?;
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot write the shadow `{shown}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_topics_are_taken_apart() {
+        let r = parse("$aws/things/RPI/shadow/update").unwrap();
+        assert_eq!((r.thing, r.shadow, r.op), ("RPI", None, Op::Update));
+        let r = parse("$aws/things/RPI/shadow/name/light/delete").unwrap();
+        assert_eq!(
+            (r.thing, r.shadow, r.op),
+            ("RPI", Some("light"), Op::Delete)
+        );
+        for other in [
+            "$aws/things/RPI/shadow/update/accepted",
+            "$aws/things/RPI/shadow/name/light/get/rejected",
+            "$aws/things/RPI/shadow/list",
+            "my/things/RPI/update",
+        ] {
+            assert!(parse(other).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn names_make_safe_file_names() {
+        assert!(valid_name("RPI-4:kitchen_1", 128));
+        for bad in ["", "..", "a/b", "a b", &"x".repeat(129)] {
+            assert!(!valid_name(bad, 128), "{bad}");
+        }
+    }
+}

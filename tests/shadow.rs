@@ -1,0 +1,179 @@
+//! The Device Shadow service over MQTT, against a real mosquitto with real clients: AWS's
+//! CLI session replayed as MQTT requests, persistence across a restart, named shadows, and
+//! a device's Last Will reaching its shadow through a rule.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{publish, Mosquitto, Subscriber, TempDir, Topicrule};
+
+const QUIET: Duration = Duration::from_millis(700);
+
+fn start(broker: &Mosquitto, dir: &TempDir) -> Topicrule {
+    let mut command = support::run_command(dir.path(), &broker.url());
+    command
+        .env("TOPICRULE_SHADOW_ENABLED", "true")
+        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"))
+        .env("TOPICRULE_BROKER_CLIENT_ID", "shadow-test");
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to");
+    topicrule
+}
+
+/// Publishes a request on `topic` and returns its answers: each topic's suffix
+/// (`accepted`, `rejected`, `delta`, `documents`) and document.
+fn request(
+    broker: &Mosquitto,
+    answers: &Subscriber,
+    topic: &str,
+    body: Value,
+) -> Vec<(String, Value)> {
+    publish(broker.port, &[(topic, body.to_string().as_bytes())]);
+    let first = answers.next(Duration::from_secs(10)).expect("no answer");
+    std::iter::once(first)
+        .chain(std::iter::from_fn(|| answers.next(QUIET)))
+        .filter_map(|(t, payload)| {
+            let suffix = t.strip_prefix(topic)?.strip_prefix('/')?.to_owned();
+            Some((suffix, serde_json::from_slice(&payload).unwrap()))
+        })
+        .collect()
+}
+
+/// The one answer with `suffix`.
+fn answer<'a>(answers: &'a [(String, Value)], suffix: &str) -> &'a Value {
+    let found: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| s == suffix)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(found.len(), 1, "one `{suffix}` in {answers:?}");
+    found[0]
+}
+
+fn suffixes(answers: &[(String, Value)]) -> Vec<&str> {
+    answers.iter().map(|(s, _)| s.as_str()).collect()
+}
+
+#[test]
+fn the_aws_cli_session_over_mqtt() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("shadow");
+    dir.write("rules/none.toml", "[[rule]]\nname = \"idle\"\nsql = \"SELECT * FROM 'idle'\"\nenabled = true\n[[rule.actions]]\nrepublish = { topic = \"idle/out\" }\n");
+    let topicrule = start(&broker, &dir);
+    let answers = Subscriber::new(broker.port, "$aws/things/lamp/shadow/#");
+    let update = "$aws/things/lamp/shadow/update";
+
+    let got = request(
+        &broker,
+        &answers,
+        update,
+        json!({"state": {"reported": {"power": "off"}}}),
+    );
+    assert_eq!(suffixes(&got), ["accepted", "documents"]);
+    assert_eq!(answer(&got, "accepted")["version"], 1);
+    assert_eq!(
+        answer(&got, "accepted")["state"],
+        json!({"reported": {"power": "off"}})
+    );
+
+    let got = request(
+        &broker,
+        &answers,
+        update,
+        json!({"state": {"desired": {"power": "on"}}, "clientToken": "t-2"}),
+    );
+    assert_eq!(suffixes(&got), ["accepted", "delta", "documents"]);
+    let delta = answer(&got, "delta");
+    assert_eq!(delta["state"], json!({"power": "on"}));
+    assert_eq!(delta["version"], 2);
+    assert_eq!(delta["clientToken"], "t-2");
+
+    let got = request(
+        &broker,
+        &answers,
+        update,
+        json!({"state": {"reported": {"power": "on"}}}),
+    );
+    assert_eq!(
+        suffixes(&got),
+        ["accepted", "documents"],
+        "the delta is cleared"
+    );
+
+    let got = request(
+        &broker,
+        &answers,
+        update,
+        json!({"state": {"desired": {"power": "off"}}, "version": 1}),
+    );
+    let rejected = answer(&got, "rejected");
+    assert_eq!(
+        (&rejected["code"], &rejected["message"]),
+        (&json!(409), &json!("Version conflict"))
+    );
+
+    let get = "$aws/things/lamp/shadow/get";
+    let got = request(&broker, &answers, get, json!({}));
+    let doc = answer(&got, "accepted");
+    assert_eq!(
+        doc["state"],
+        json!({"desired": {"power": "on"}, "reported": {"power": "on"}})
+    );
+    assert_eq!(doc["version"], 3);
+    assert!(
+        doc["metadata"]["reported"]["power"]["timestamp"].is_i64(),
+        "{doc}"
+    );
+
+    // The shadow outlives topicrule.
+    assert!(topicrule.stop().success());
+    let _topicrule = start(&broker, &dir);
+    answers.drain(QUIET);
+    let got = request(&broker, &answers, get, json!({}));
+    assert_eq!(answer(&got, "accepted")["version"], 3);
+
+    let got = request(
+        &broker,
+        &answers,
+        "$aws/things/lamp/shadow/delete",
+        json!({}),
+    );
+    assert_eq!(answer(&got, "accepted")["version"], 3);
+    let got = request(&broker, &answers, get, json!({}));
+    let rejected = answer(&got, "rejected");
+    assert_eq!(rejected["code"], 404);
+    assert_eq!(rejected["message"], "No shadow exists with name: 'lamp'");
+
+    // A named shadow is a shadow of its own.
+    let named = "$aws/things/lamp/shadow/name/schedule/update";
+    let got = request(
+        &broker,
+        &answers,
+        named,
+        json!({"state": {"desired": {"at": "07:00"}}}),
+    );
+    assert_eq!(answer(&got, "accepted")["version"], 1);
+    assert!(dir.path().join("shadows/lamp/name-schedule.json").is_file());
+}
+
+/// The seed scenario, whole: a device's Last Will, republished by a rule into its shadow
+/// topic, becomes the shadow's reported state.
+#[test]
+fn a_last_will_becomes_the_reported_state() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("shadow-lwt");
+    dir.write("rules/lwt.toml", support::LWT_RULE);
+    let _topicrule = start(&broker, &dir);
+    let answers = Subscriber::new(broker.port, "$aws/things/RPI/shadow/#");
+    support::assert_last_will_reaches_the_shadow(broker.port, &[]);
+    answers.drain(QUIET);
+    let got = request(&broker, &answers, "$aws/things/RPI/shadow/get", json!({}));
+    let doc = answer(&got, "accepted");
+    assert_eq!(
+        doc["state"]["reported"],
+        json!({"connected": false}),
+        "{doc}"
+    );
+}
