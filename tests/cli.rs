@@ -121,6 +121,7 @@ fn check_accepts_the_default_rules_and_examples() {
         "examples/lwt-to-shadow",
         "examples/archive-to-files",
         "examples/archive-to-minio",
+        "examples/home-shadow",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
