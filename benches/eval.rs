@@ -49,6 +49,7 @@ fn whole_evaluation(query: &Query, topic: &str, bytes: &[u8], out: &mut Vec<u8>)
         timestamp_ms: 1_715_678_497_512,
         properties: None,
         rule_name: RULE,
+        shadows: None,
     };
     let Some(evaluation) = query.evaluate(&msg) else {
         return 0;
@@ -115,6 +116,7 @@ fn bench(c: &mut Criterion) {
         timestamp_ms: 1_715_678_497_512,
         properties: None,
         rule_name: RULE,
+        shadows: None,
     };
     let mut group = c.benchmark_group("template");
     group.bench_function("expand", |b| {

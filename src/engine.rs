@@ -15,7 +15,7 @@ use crate::actions::{ActionError, Effect};
 use crate::metrics::RuleMetrics;
 use crate::rules::{Rule, RuleSet};
 use crate::sql::compile::{basic_ingest, BASIC_INGEST_PREFIX};
-use crate::sql::eval::MqttProperties;
+use crate::sql::eval::{MqttProperties, ShadowReader};
 use crate::sql::{Message, Value};
 use crate::topic::FilterTrie;
 
@@ -120,6 +120,7 @@ impl Engine {
         clientid: Option<&str>,
         timestamp_ms: i64,
         properties: Option<&MqttProperties>,
+        shadows: Option<&dyn ShadowReader>,
     ) -> Vec<Plan> {
         let matching = self.matching(topic);
         if matching.is_empty() {
@@ -138,6 +139,7 @@ impl Engine {
                 timestamp_ms,
                 properties,
                 rule_name: &rule.name,
+                shadows,
             };
             let Some(evaluation) = rule.query.evaluate(&msg) else {
                 continue;
@@ -194,6 +196,7 @@ impl Engine {
             timestamp_ms: plan.timestamp_ms,
             properties: None,
             rule_name: &rule.name,
+            shadows: None,
         };
         Some(action.prepare(&msg, &plan.vars, &document))
     }

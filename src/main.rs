@@ -276,7 +276,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     .read()?;
     let engine = Engine::new(set);
     let now = chrono::Utc::now().timestamp_millis();
-    let plans = engine.plan(&topic, &payload, args.clientid.as_deref(), now, None);
+    let plans = engine.plan(&topic, &payload, args.clientid.as_deref(), now, None, None);
     let mut out = std::io::stdout().lock();
     for plan in &plans {
         let actions: Vec<_> = plan.effects.iter().map(|(_, e)| e.describe()).collect();
@@ -310,6 +310,7 @@ fn run_rule_tests(engine: &Engine, tests: &[rules::RuleTest]) -> anyhow::Result<
             &test.payload,
             test.clientid.as_deref(),
             timestamp,
+            None,
             None,
         );
         let fired = plans
@@ -502,6 +503,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         timestamp_ms: chrono::Utc::now().timestamp_millis(),
         properties: None,
         rule_name: &args.rule_name,
+        shadows: None,
     };
     let Some(evaluation) = query.evaluate(&msg) else {
         return Ok(ExitCode::from(1));

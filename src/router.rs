@@ -124,6 +124,9 @@ pub async fn run(
     // Before connecting: bad S3 settings stop topicrule before it takes any message.
     let s3 = Stores::for_rules(&settings.s3, &settings.instance_id(), engine.rules()).await?;
     let shadows = settings.shadow.enabled;
+    if !shadows {
+        warn_about_shadow_reads(engine.rules());
+    }
     let filters = subscriptions(&engine, settings.broker.shared_group.as_deref(), shadows)?;
     if settings.broker.protocol == Protocol::V311 {
         v4::warn_about_mqtt5_headers(engine.rules());
@@ -205,6 +208,24 @@ pub async fn run(
     match subscribed {
         Ok(Err(refused)) => Err(anyhow::anyhow!(refused)),
         _ => Ok(stats),
+    }
+}
+
+/// `get_thing_shadow()` reads topicrule's own shadows: without `[shadow] enabled` it is
+/// always Undefined, which a rule written for AWS would not expect.
+fn warn_about_shadow_reads(rules: &[crate::rules::Rule]) {
+    for rule in rules {
+        if rule
+            .query
+            .source
+            .to_ascii_lowercase()
+            .contains("get_thing_shadow")
+        {
+            tracing::warn!(
+                "rule `{}` calls get_thing_shadow(), which reads topicrule's own shadow service: set [shadow] enabled = true, or it returns nothing",
+                rule.name
+            );
+        }
     }
 }
 

@@ -204,6 +204,7 @@ mod tests {
             timestamp_ms: 1_481_825_251_155,
             properties: None,
             rule_name: "r",
+            shadows: None,
         };
         Template::parse(template, SqlVersion::default(), &[])
             .unwrap()

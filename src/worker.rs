@@ -21,7 +21,7 @@ use crate::engine::{Engine, Plan};
 use crate::metrics::ActionMetrics;
 use crate::router::{Publisher, Stats};
 use crate::shadow::Shadows;
-use crate::sql::eval::MqttProperties;
+use crate::sql::eval::{MqttProperties, ShadowReader};
 
 /// Processes messages: evaluates the rules, runs the actions.
 pub struct Worker {
@@ -67,7 +67,9 @@ impl Worker {
             None => true,
         };
         let engine = self.engine.load_full();
-        let plans = engine.plan(topic, payload, publisher_id(properties), now, properties);
+        let shadows = self.shadows.as_ref().map(|s| s as &dyn ShadowReader);
+        let clientid = publisher_id(properties);
+        let plans = engine.plan(topic, payload, clientid, now, properties, shadows);
         tracing::debug!("message on `{topic}`: {} rule(s) fire", plans.len());
         if plans.is_empty() {
             return done;

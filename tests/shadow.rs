@@ -1,6 +1,7 @@
 //! The Device Shadow service over MQTT, against a real mosquitto with real clients: AWS's
-//! CLI session replayed as MQTT requests, persistence across a restart, named shadows, and
-//! a device's Last Will reaching its shadow through a rule.
+//! CLI session replayed as MQTT requests, a rule reading a shadow with `get_thing_shadow()`,
+//! persistence across a restart, named shadows, and a device's Last Will reaching its
+//! shadow through a rule.
 
 mod support;
 
@@ -60,7 +61,16 @@ fn suffixes(answers: &[(String, Value)]) -> Vec<&str> {
 fn the_aws_cli_session_over_mqtt() {
     let broker = Mosquitto::start();
     let dir = TempDir::new("shadow");
-    dir.write("rules/none.toml", "[[rule]]\nname = \"idle\"\nsql = \"SELECT * FROM 'idle'\"\nenabled = true\n[[rule.actions]]\nrepublish = { topic = \"idle/out\" }\n");
+    // A rule written for AWS that reads a shadow: the role is accepted and not used.
+    dir.write(
+        "rules/ask.toml",
+        r#"[[rule]]
+name = "ask"
+sql = "SELECT get_thing_shadow(topic(2), 'arn:aws:iam::123456789012:role/shadow').state.reported.power AS power FROM 'ask/+'"
+[[rule.actions]]
+republish = { topic = "told/${topic(2)}" }
+"#,
+    );
     let topicrule = start(&broker, &dir);
     let answers = Subscriber::new(broker.port, "$aws/things/lamp/shadow/#");
     let update = "$aws/things/lamp/shadow/update";
@@ -125,6 +135,26 @@ fn the_aws_cli_session_over_mqtt() {
     assert!(
         doc["metadata"]["reported"]["power"]["timestamp"].is_i64(),
         "{doc}"
+    );
+
+    // Rules read it.
+    let told = Subscriber::new(broker.port, "told/#");
+    publish(broker.port, &[("ask/lamp", b"{}")]);
+    let (_, said) = told
+        .next(Duration::from_secs(10))
+        .expect("the rule did not fire");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&said).unwrap(),
+        json!({"power": "on"})
+    );
+    publish(broker.port, &[("ask/nobody", b"{}")]);
+    let (_, said) = told
+        .next(Duration::from_secs(10))
+        .expect("the rule did not fire");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&said).unwrap(),
+        json!({}),
+        "no shadow: Undefined"
     );
 
     // The shadow outlives topicrule.

@@ -85,6 +85,7 @@ fn run(case: &Case) -> Outcome {
         timestamp_ms: case.timestamp.unwrap_or(1_481_825_251_155),
         properties: None,
         rule_name,
+        shadows: None,
     };
     let Some(evaluation) = query.evaluate(&msg) else {
         return Outcome::NoMatch;

@@ -118,5 +118,6 @@ fn message<'a>(topic: &'a str, payload: &'a Value, properties: &'a MqttPropertie
         timestamp_ms: 1_481_825_251_155,
         properties: Some(properties),
         rule_name: RULE,
+        shadows: None,
     }
 }

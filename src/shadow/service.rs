@@ -4,7 +4,8 @@
 //!
 //! Invariant: a shadow's file under `[shadow] dir` is always a whole document (written to a
 //! temporary file, synced, renamed); a request is answered only after its change is on disk,
-//! and requests are applied one at a time, so versions never fork.
+//! and requests are applied one at a time, so versions never fork. Rules read shadows
+//! (`get_thing_shadow()`) from the same cache, as the last answered request left them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::document::{self, Existing, Shadow, ShadowError, Tombstone};
 use crate::actions::republish::PublishRequest;
+use crate::sql::eval::ShadowReader;
 
 /// The filters of the requests: classic and named shadows. Their answers (one level more)
 /// do not match them.
@@ -22,7 +24,11 @@ pub const FILTERS: [&str; 2] = ["$aws/things/+/shadow/+", "$aws/things/+/shadow/
 /// The shadows, kept as files and cached once read.
 pub struct Shadows {
     dir: PathBuf,
-    cache: Mutex<HashMap<PathBuf, Option<Stored>>>,
+    /// Held by a request from its read to its write: requests apply one at a time.
+    requests: Mutex<()>,
+    /// What each file holds (None: no file), once read. Locked only briefly, never across
+    /// an await: `get_thing_shadow()` reads it from rules, synchronously.
+    cache: std::sync::RwLock<HashMap<PathBuf, Option<Stored>>>,
 }
 
 /// A shadow's file: the shadow, or what its deletion left.
@@ -82,7 +88,8 @@ impl Shadows {
     pub fn new(dir: PathBuf) -> Shadows {
         Shadows {
             dir,
-            cache: Mutex::new(HashMap::new()),
+            requests: Mutex::new(()),
+            cache: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
@@ -111,13 +118,10 @@ impl Shadows {
             return Some(Ok(vec![answer("rejected", error.rejected_document(now))]));
         }
         let path = self.path(request.thing, request.shadow);
-        let mut cache = self.cache.lock().await;
-        let stored = match cache.get(&path) {
-            Some(stored) => stored.clone(),
-            None => match read(&path).await {
-                Ok(stored) => stored,
-                Err(e) => return Some(Err(e)),
-            },
+        let _one_at_a_time = self.requests.lock().await;
+        let stored = match self.stored(&path) {
+            Ok(stored) => stored,
+            Err(e) => return Some(Err(e)),
         };
         let live = match &stored {
             Some(Stored::Shadow(shadow)) => Some(&**shadow),
@@ -156,11 +160,29 @@ impl Shadows {
             if let Err(e) = write(&path, &change).await {
                 return Some(Err(e));
             }
-            cache.insert(path, Some(change));
-        } else {
-            cache.insert(path, stored);
+            self.cache_write().insert(path, Some(change));
         }
         Some(Ok(answers))
+    }
+
+    /// What the file at `path` holds: from the cache, else read (a small file) and cached.
+    fn stored(&self, path: &Path) -> Result<Option<Stored>, String> {
+        let cached = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        if let Some(stored) = cached {
+            return Ok(stored);
+        }
+        let stored = read(path)?;
+        self.cache_write().insert(path.to_owned(), stored.clone());
+        Ok(stored)
+    }
+
+    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Option<Stored>>> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `dir/<thing>/classic.json`, or `dir/<thing>/name-<shadow>.json`.
@@ -173,13 +195,32 @@ impl Shadows {
     }
 }
 
-async fn read(path: &Path) -> Result<Option<Stored>, String> {
-    match tokio::fs::read(path).await {
+fn read(path: &Path) -> Result<Option<Stored>, String> {
+    match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("the shadow file `{}` is damaged: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+    }
+}
+
+impl ShadowReader for Shadows {
+    /// The shadow's `/get/accepted` document, for `get_thing_shadow()`; None when it does
+    /// not exist, its names are not valid, or its file cannot be read (logged).
+    fn read(&self, thing: &str, shadow: Option<&str>) -> Option<Vec<u8>> {
+        if !valid_name(thing, 128) || !shadow.is_none_or(|s| valid_name(s, 64)) {
+            return None;
+        }
+        let stored = self
+            .stored(&self.path(thing, shadow))
+            .map_err(|e| tracing::warn!("get_thing_shadow(): {e}"))
+            .ok()??;
+        let Stored::Shadow(live) = stored else {
+            return None;
+        };
+        let now = chrono::Utc::now().timestamp();
+        document::get(Some(&live), thing, b"", now).ok()
     }
 }
 

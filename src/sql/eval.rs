@@ -39,6 +39,20 @@ pub struct Message<'a> {
     pub properties: Option<&'a MqttProperties>,
     /// The rule's name, for `traceid()`-like needs and error documents.
     pub rule_name: &'a str,
+    /// The device shadows `get_thing_shadow()` reads; None when none are served.
+    pub shadows: Option<&'a dyn ShadowReader>,
+}
+
+/// Where `get_thing_shadow()` reads a shadow: its document as `/get/accepted` gives it
+/// (state with its delta, metadata, version, timestamp), or None when it does not exist.
+pub trait ShadowReader: Sync {
+    fn read(&self, thing: &str, shadow: Option<&str>) -> Option<Vec<u8>>;
+}
+
+impl std::fmt::Debug for dyn ShadowReader + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShadowReader")
+    }
 }
 
 /// The result of a rule that fired: the output message, and the SET variables that the

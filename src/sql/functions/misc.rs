@@ -36,6 +36,24 @@ pub fn clientid(env: &Env, _: Vec<Value>) -> Value {
     string(env.msg.clientid.unwrap_or("n/a"))
 }
 
+/// `get_thing_shadow(thingName, roleArn)` or `(thingName, shadowName, roleArn)`: the
+/// thing's classic or named shadow from topicrule's own shadow service (`[shadow]`), as
+/// AWS's GetThingShadow gives it; the role is accepted and not used. Undefined when the
+/// shadow does not exist, a name is not a String, or no shadow service runs.
+pub fn get_thing_shadow(env: &Env, args: Vec<Value>) -> Value {
+    let (Some(reader), Some(Value::String(thing))) = (env.msg.shadows, args.first()) else {
+        return Value::Undefined;
+    };
+    let shadow = match (args.len(), args.get(1)) {
+        (3, Some(Value::String(name))) => Some(name.as_str()),
+        (3, _) => return Value::Undefined,
+        _ => None,
+    };
+    reader
+        .read(thing, shadow)
+        .map_or(Value::Undefined, |doc| Value::from_payload(&doc))
+}
+
 /// The epoch milliseconds at which the engine received the message.
 pub fn timestamp(env: &Env, _: Vec<Value>) -> Value {
     Value::Int(env.msg.timestamp_ms)

@@ -49,7 +49,6 @@ pub const AWS_SERVICE_FUNCTIONS: &[(&str, &str)] = &[
     ("aws_lambda", "AWS Lambda"),
     ("get_dynamodb", "Amazon DynamoDB"),
     ("get_secret", "AWS Secrets Manager"),
-    ("get_thing_shadow", "the AWS IoT Device Shadow service"),
     ("get_registry_data", "the AWS IoT thing registry"),
     ("machinelearning_predict", "Amazon Machine Learning"),
 ];
@@ -101,6 +100,7 @@ pub static FUNCTIONS: &[Function] = &[
     f("get", 2, 2, V15, misc::get),
     f("get_mqtt_property", 1, 1, V16, misc::get_mqtt_property),
     f("get_or_default", 1, 2, V16, misc::get_or_default),
+    f("get_thing_shadow", 2, 3, V15, misc::get_thing_shadow),
     f("get_user_properties", 0, 1, V16, misc::get_user_properties),
     f("indexof", 2, 2, V16, string::indexof),
     f("isnull", 1, 1, V15, misc::is_null),
@@ -237,6 +237,7 @@ mod test_support {
                 timestamp_ms: 1481825251155,
                 properties: self.properties.as_ref(),
                 rule_name: "r",
+                shadows: None,
             };
             let env = Env {
                 msg: &msg,
