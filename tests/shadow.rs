@@ -25,13 +25,8 @@ fn start(broker: &Mosquitto, dir: &TempDir) -> Topicrule {
 
 /// Publishes a request on `topic` and returns its answers: each topic's suffix
 /// (`accepted`, `rejected`, `delta`, `documents`) and document.
-fn request(
-    broker: &Mosquitto,
-    answers: &Subscriber,
-    topic: &str,
-    body: Value,
-) -> Vec<(String, Value)> {
-    publish(broker.port, &[(topic, body.to_string().as_bytes())]);
+fn request(port: u16, answers: &Subscriber, topic: &str, body: Value) -> Vec<(String, Value)> {
+    publish(port, &[(topic, body.to_string().as_bytes())]);
     let first = answers.next(Duration::from_secs(10)).expect("no answer");
     std::iter::once(first)
         .chain(std::iter::from_fn(|| answers.next(QUIET)))
@@ -76,7 +71,7 @@ republish = { topic = "told/${topic(2)}" }
     let update = "$aws/things/lamp/shadow/update";
 
     let got = request(
-        &broker,
+        broker.port,
         &answers,
         update,
         json!({"state": {"reported": {"power": "off"}}}),
@@ -89,7 +84,7 @@ republish = { topic = "told/${topic(2)}" }
     );
 
     let got = request(
-        &broker,
+        broker.port,
         &answers,
         update,
         json!({"state": {"desired": {"power": "on"}}, "clientToken": "t-2"}),
@@ -101,7 +96,7 @@ republish = { topic = "told/${topic(2)}" }
     assert_eq!(delta["clientToken"], "t-2");
 
     let got = request(
-        &broker,
+        broker.port,
         &answers,
         update,
         json!({"state": {"reported": {"power": "on"}}}),
@@ -113,7 +108,7 @@ republish = { topic = "told/${topic(2)}" }
     );
 
     let got = request(
-        &broker,
+        broker.port,
         &answers,
         update,
         json!({"state": {"desired": {"power": "off"}}, "version": 1}),
@@ -125,7 +120,7 @@ republish = { topic = "told/${topic(2)}" }
     );
 
     let get = "$aws/things/lamp/shadow/get";
-    let got = request(&broker, &answers, get, json!({}));
+    let got = request(broker.port, &answers, get, json!({}));
     let doc = answer(&got, "accepted");
     assert_eq!(
         doc["state"],
@@ -161,17 +156,17 @@ republish = { topic = "told/${topic(2)}" }
     assert!(topicrule.stop().success());
     let _topicrule = start(&broker, &dir);
     answers.drain(QUIET);
-    let got = request(&broker, &answers, get, json!({}));
+    let got = request(broker.port, &answers, get, json!({}));
     assert_eq!(answer(&got, "accepted")["version"], 3);
 
     let got = request(
-        &broker,
+        broker.port,
         &answers,
         "$aws/things/lamp/shadow/delete",
         json!({}),
     );
     assert_eq!(answer(&got, "accepted")["version"], 3);
-    let got = request(&broker, &answers, get, json!({}));
+    let got = request(broker.port, &answers, get, json!({}));
     let rejected = answer(&got, "rejected");
     assert_eq!(rejected["code"], 404);
     assert_eq!(rejected["message"], "No shadow exists with name: 'lamp'");
@@ -179,7 +174,7 @@ republish = { topic = "told/${topic(2)}" }
     // A named shadow is a shadow of its own.
     let named = "$aws/things/lamp/shadow/name/schedule/update";
     let got = request(
-        &broker,
+        broker.port,
         &answers,
         named,
         json!({"state": {"desired": {"at": "07:00"}}}),
@@ -199,11 +194,65 @@ fn a_last_will_becomes_the_reported_state() {
     let answers = Subscriber::new(broker.port, "$aws/things/RPI/shadow/#");
     support::assert_last_will_reaches_the_shadow(broker.port, &[]);
     answers.drain(QUIET);
-    let got = request(&broker, &answers, "$aws/things/RPI/shadow/get", json!({}));
+    let got = request(
+        broker.port,
+        &answers,
+        "$aws/things/RPI/shadow/get",
+        json!({}),
+    );
     let doc = answer(&got, "accepted");
     assert_eq!(
         doc["state"]["reported"],
         json!({"connected": false}),
         "{doc}"
     );
+}
+
+/// The home network, all in one process: the embedded broker, a rule putting a device's
+/// updates into its shadow, an app setting the desired state and the device told the delta.
+#[test]
+fn shadows_on_the_embedded_broker() {
+    let dir = TempDir::new("shadow-embedded");
+    dir.write(
+        "rules/home.toml",
+        include_str!("../examples/home-shadow/rules.toml"),
+    );
+    let port = support::free_port();
+    let mut command = support::embedded_command(&dir, port);
+    command
+        .env("TOPICRULE_SHADOW_ENABLED", "true")
+        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"));
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to");
+    let answers = Subscriber::new(port, "$aws/things/RPI/shadow/get/#");
+    let device = Subscriber::new(port, "$aws/things/RPI/shadow/update/delta");
+
+    publish(
+        port,
+        &[(
+            "my/things/RPI/update",
+            br#"{"state":{"reported":{"power":"off"}}}"#,
+        )],
+    );
+    std::thread::sleep(QUIET);
+    publish(
+        port,
+        &[(
+            "$aws/things/RPI/shadow/update",
+            br#"{"state":{"desired":{"power":"on"}}}"#,
+        )],
+    );
+    let (_, delta) = device
+        .next(Duration::from_secs(10))
+        .expect("the device heard no delta");
+    let delta: Value = serde_json::from_slice(&delta).unwrap();
+    assert_eq!(delta["state"], json!({"power": "on"}));
+
+    let got = request(port, &answers, "$aws/things/RPI/shadow/get", json!({}));
+    let doc = answer(&got, "accepted");
+    assert_eq!(
+        doc["state"],
+        json!({"desired": {"power": "on"}, "reported": {"power": "off"}, "delta": {"power": "on"}})
+    );
+    assert_eq!(doc["version"], 2);
 }
