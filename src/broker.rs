@@ -16,12 +16,24 @@
 //!
 //! It also adds an `x-mqtt-client-id` user property to every v5 message it forwards; mqtt5
 //! 0.49.0 has no setting to turn that off (MQTT 3.1.1 subscribers never see it).
+//!
+//! `Presence` publishes AWS IoT's lifecycle events for every client that connects or
+//! disconnects: `$aws/events/presence/connected/<clientId>` and `.../disconnected/...`.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mqtt5::broker::config::{BrokerConfig, StorageBackend, StorageConfig};
-use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
+use mqtt5::broker::router::MessageRouter;
+use mqtt5::broker::{
+    BrokerEventHandler, BrokerShutdownHandle, ClientConnectEvent, ClientDisconnectEvent, MqttBroker,
+};
+use mqtt5::packet::publish::PublishPacket;
+use mqtt5::QoS;
 use tokio::task::JoinHandle;
 
 use crate::config::EmbeddedSettings;
@@ -68,12 +80,15 @@ impl EmbeddedBroker {
             path: settings.data_dir.clone(),
             source,
         })?;
-        let mut broker = MqttBroker::with_config(config(settings))
+        let presence = Arc::new(Presence::default());
+        let config = config(settings).with_event_handler(presence.clone());
+        let mut broker = MqttBroker::with_config(config)
             .await
             .map_err(|e| BrokerError::Start {
                 addr,
                 message: e.to_string().lines().next().unwrap_or_default().to_owned(),
             })?;
+        let _ = presence.router.set(broker.router());
         let addr = broker.local_addr().unwrap_or(addr);
         let handle = broker.shutdown_handle();
         let mut ready = broker.ready_receiver();
@@ -118,6 +133,85 @@ impl EmbeddedBroker {
         {
             tracing::warn!("the embedded broker did not stop within {SHUTDOWN_WAIT:?}");
         }
+    }
+}
+
+/// AWS IoT's lifecycle events, published by the broker as AWS publishes them: a rule can
+/// then keep a device's `connected` state without a Last Will.
+#[derive(Default)]
+struct Presence {
+    /// Set once the broker exists (its configuration, which holds this, comes first).
+    router: OnceLock<Arc<MessageRouter>>,
+    /// Each client's connection: its session identifier and version number, which its
+    /// disconnection repeats.
+    connections: Mutex<HashMap<String, (String, u64)>>,
+}
+
+impl Presence {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn publish(&self, event: &str, client_id: &str, mut document: serde_json::Value) {
+        let Some(router) = self.router.get() else {
+            return;
+        };
+        document["clientId"] = client_id.into();
+        document["timestamp"] = chrono::Utc::now().timestamp_millis().into();
+        document["eventType"] = event.into();
+        let topic = format!("$aws/events/presence/{event}/{client_id}");
+        let packet = PublishPacket::new(topic, document.to_string().into_bytes(), QoS::AtLeastOnce);
+        router.route_message(&packet, None).await;
+    }
+}
+
+impl BrokerEventHandler for Presence {
+    fn on_client_connect<'a>(
+        &'a self,
+        event: ClientConnectEvent,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let session = uuid::Uuid::new_v4().simple().to_string();
+            let version = {
+                let mut connections = self.connections();
+                let entry = connections.entry(event.client_id.to_string()).or_default();
+                *entry = (session.clone(), entry.1 + u64::from(!entry.0.is_empty()));
+                entry.1
+            };
+            let document = serde_json::json!({
+                "sessionIdentifier": session,
+                "principalIdentifier": event.user_id.as_deref().unwrap_or(""),
+                "versionNumber": version,
+            });
+            self.publish("connected", &event.client_id, document).await;
+        })
+    }
+
+    fn on_client_disconnect<'a>(
+        &'a self,
+        event: ClientDisconnectEvent,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let (session, version) = self
+                .connections()
+                .get(&*event.client_id)
+                .cloned()
+                .unwrap_or_default();
+            let reason = if event.unexpected {
+                "CONNECTION_LOST"
+            } else {
+                "CLIENT_INITIATED_DISCONNECT"
+            };
+            let document = serde_json::json!({
+                "sessionIdentifier": session,
+                "principalIdentifier": event.user_id.as_deref().unwrap_or(""),
+                "clientInitiatedDisconnect": !event.unexpected,
+                "disconnectReason": reason,
+                "versionNumber": version,
+            });
+            self.publish("disconnected", &event.client_id, document)
+                .await;
+        })
     }
 }
 

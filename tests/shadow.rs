@@ -256,3 +256,75 @@ fn shadows_on_the_embedded_broker() {
     );
     assert_eq!(doc["version"], 2);
 }
+
+/// AWS's lifecycle events on the embedded broker: a device connects and dies; its events
+/// arrive as AWS publishes them, and a rule keeps `connected` in its shadow, no Last Will
+/// needed.
+#[test]
+fn presence_events_keep_a_shadow_connected() {
+    let dir = TempDir::new("shadow-presence");
+    dir.write(
+        "rules/presence.toml",
+        r#"[[rule]]
+name = "presence"
+sql = "SELECT VALUE {'state': {'reported': {'connected': eventType = 'connected'}}} FROM '$aws/events/presence/+/+'"
+[[rule.actions]]
+republish = { topic = "$$aws/things/${topic(5)}/shadow/update", qos = 1 }
+"#,
+    );
+    let port = support::free_port();
+    let mut command = support::embedded_command(&dir, port);
+    command
+        .env("TOPICRULE_SHADOW_ENABLED", "true")
+        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"));
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to");
+    let events = Subscriber::new(port, "$aws/events/presence/+/dev1");
+    let answers = Subscriber::new(port, "$aws/things/dev1/shadow/get/#");
+
+    let mut device = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-i",
+            "dev1",
+            "-t",
+            "dev1/cmd",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (topic, connected) = events
+        .next(Duration::from_secs(10))
+        .expect("no connected event");
+    assert_eq!(topic, "$aws/events/presence/connected/dev1");
+    let connected: Value = serde_json::from_slice(&connected).unwrap();
+    device.kill().unwrap();
+    let _ = device.wait();
+    let (topic, gone) = events
+        .next(Duration::from_secs(10))
+        .expect("no disconnected event");
+    assert_eq!(topic, "$aws/events/presence/disconnected/dev1");
+    let gone: Value = serde_json::from_slice(&gone).unwrap();
+    assert_eq!(
+        (&connected["clientId"], &connected["eventType"]),
+        (&json!("dev1"), &json!("connected"))
+    );
+    assert_eq!(gone["eventType"], "disconnected");
+    assert_eq!(gone["disconnectReason"], "CONNECTION_LOST");
+    assert_eq!(gone["clientInitiatedDisconnect"], false);
+    assert_eq!(gone["sessionIdentifier"], connected["sessionIdentifier"]);
+    assert!(gone["timestamp"].as_i64() >= connected["timestamp"].as_i64());
+
+    std::thread::sleep(QUIET);
+    let got = request(port, &answers, "$aws/things/dev1/shadow/get", json!({}));
+    let doc = answer(&got, "accepted");
+    assert_eq!(
+        doc["state"]["reported"],
+        json!({"connected": false}),
+        "{doc}"
+    );
+    assert_eq!(doc["version"], 2, "connected, then disconnected: {doc}");
+}
