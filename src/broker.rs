@@ -142,13 +142,13 @@ impl EmbeddedBroker {
 struct Presence {
     /// Set once the broker exists (its configuration, which holds this, comes first).
     router: OnceLock<Arc<MessageRouter>>,
-    /// Each client's connection: its session identifier and version number, which its
-    /// disconnection repeats.
-    connections: Mutex<HashMap<String, (String, u64)>>,
+    /// Each connected client's session identifier and version number, which its
+    /// disconnection repeats; removed then, so this holds the live connections only.
+    connections: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl Presence {
-    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, i64)>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -172,12 +172,11 @@ impl BrokerEventHandler for Presence {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             let session = uuid::Uuid::new_v4().simple().to_string();
-            let version = {
-                let mut connections = self.connections();
-                let entry = connections.entry(event.client_id.to_string()).or_default();
-                *entry = (session.clone(), entry.1 + u64::from(!entry.0.is_empty()));
-                entry.1
-            };
+            // The connection's time in ms: it grows with each connection of a client id,
+            // as AWS's version number does, with nothing kept between connections.
+            let version = chrono::Utc::now().timestamp_millis();
+            self.connections()
+                .insert(event.client_id.to_string(), (session.clone(), version));
             let document = serde_json::json!({
                 "sessionIdentifier": session,
                 "principalIdentifier": event.user_id.as_deref().unwrap_or(""),
@@ -194,8 +193,7 @@ impl BrokerEventHandler for Presence {
         Box::pin(async move {
             let (session, version) = self
                 .connections()
-                .get(&*event.client_id)
-                .cloned()
+                .remove(&*event.client_id)
                 .unwrap_or_default();
             let reason = if event.unexpected {
                 "CONNECTION_LOST"

@@ -12,6 +12,9 @@ use support::{publish, Mosquitto, Subscriber, TempDir, Topicrule};
 
 const QUIET: Duration = Duration::from_millis(700);
 
+/// `examples/home-shadow`'s rule: every device's updates into its shadow.
+const HOME_RULES: &str = include_str!("../examples/home-shadow/rules.toml");
+
 fn start(broker: &Mosquitto, dir: &TempDir) -> Topicrule {
     let mut command = support::run_command(dir.path(), &broker.url());
     command
@@ -21,6 +24,20 @@ fn start(broker: &Mosquitto, dir: &TempDir) -> Topicrule {
     let mut topicrule = Topicrule::spawn(command);
     topicrule.wait_for_log("subscribed to");
     topicrule
+}
+
+/// topicrule with its embedded broker on a free port, the shadow service on, and `rules`.
+fn start_embedded(name: &str, rules: &str) -> (Topicrule, TempDir, u16) {
+    let dir = TempDir::new(name);
+    dir.write("rules/rules.toml", rules);
+    let port = support::free_port();
+    let mut command = support::embedded_command(&dir, port);
+    command
+        .env("TOPICRULE_SHADOW_ENABLED", "true")
+        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"));
+    let mut topicrule = Topicrule::spawn(command);
+    topicrule.wait_for_log("subscribed to");
+    (topicrule, dir, port)
 }
 
 /// Publishes a request on `topic` and returns its answers: each topic's suffix
@@ -249,18 +266,7 @@ fn a_last_will_becomes_the_reported_state() {
 /// updates into its shadow, an app setting the desired state and the device told the delta.
 #[test]
 fn shadows_on_the_embedded_broker() {
-    let dir = TempDir::new("shadow-embedded");
-    dir.write(
-        "rules/home.toml",
-        include_str!("../examples/home-shadow/rules.toml"),
-    );
-    let port = support::free_port();
-    let mut command = support::embedded_command(&dir, port);
-    command
-        .env("TOPICRULE_SHADOW_ENABLED", "true")
-        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"));
-    let mut topicrule = Topicrule::spawn(command);
-    topicrule.wait_for_log("subscribed to");
+    let (_topicrule, _dir, port) = start_embedded("shadow-embedded", HOME_RULES);
     let answers = Subscriber::new(port, "$aws/things/RPI/shadow/get/#");
     let device = Subscriber::new(port, "$aws/things/RPI/shadow/update/delta");
 
@@ -299,9 +305,8 @@ fn shadows_on_the_embedded_broker() {
 /// needed.
 #[test]
 fn presence_events_keep_a_shadow_connected() {
-    let dir = TempDir::new("shadow-presence");
-    dir.write(
-        "rules/presence.toml",
+    let (_topicrule, _dir, port) = start_embedded(
+        "shadow-presence",
         r#"[[rule]]
 name = "presence"
 sql = "SELECT VALUE {'state': {'reported': {'connected': eventType = 'connected'}}} FROM '$aws/events/presence/+/+'"
@@ -309,13 +314,6 @@ sql = "SELECT VALUE {'state': {'reported': {'connected': eventType = 'connected'
 republish = { topic = "$$aws/things/${topic(5)}/shadow/update", qos = 1 }
 "#,
     );
-    let port = support::free_port();
-    let mut command = support::embedded_command(&dir, port);
-    command
-        .env("TOPICRULE_SHADOW_ENABLED", "true")
-        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"));
-    let mut topicrule = Topicrule::spawn(command);
-    topicrule.wait_for_log("subscribed to");
     let events = Subscriber::new(port, "$aws/events/presence/+/dev1");
     let answers = Subscriber::new(port, "$aws/things/dev1/shadow/get/#");
 
@@ -369,18 +367,7 @@ republish = { topic = "$$aws/things/${topic(5)}/shadow/update", qos = 1 }
 /// AWS's CLI session on the embedded broker, through to delete and 404.
 #[test]
 fn the_aws_cli_session_on_the_embedded_broker() {
-    let dir = TempDir::new("shadow-cli-embedded");
-    dir.write(
-        "rules/home.toml",
-        include_str!("../examples/home-shadow/rules.toml"),
-    );
-    let port = support::free_port();
-    let mut command = support::embedded_command(&dir, port);
-    command
-        .env("TOPICRULE_SHADOW_ENABLED", "true")
-        .env("TOPICRULE_SHADOW_DIR", dir.path().join("shadows"));
-    let mut topicrule = Topicrule::spawn(command);
-    topicrule.wait_for_log("subscribed to");
+    let (_topicrule, _dir, port) = start_embedded("shadow-cli-embedded", HOME_RULES);
     let answers = Subscriber::new(port, "$aws/things/lamp/shadow/#");
     cli_session(port, &answers);
     let got = request(port, &answers, "$aws/things/lamp/shadow/delete", json!({}));
