@@ -61,7 +61,7 @@ impl Engine {
         let metrics = set
             .rules
             .iter()
-            .map(|rule| RuleMetrics::new(&rule.name, rule.actions.iter().map(|a| a.aws_name())));
+            .map(|rule| RuleMetrics::new(rule.actions.iter().map(|a| a.aws_name())));
         Engine {
             metrics: metrics.collect(),
             rules: set.rules,
@@ -77,6 +77,16 @@ impl Engine {
     /// The counters of the rule at `index`.
     pub fn metrics(&self, index: usize) -> &RuleMetrics {
         &self.metrics[index]
+    }
+
+    /// Takes over the counts of the rules of `old` (the set a reload replaces) that this
+    /// set still has, by name.
+    pub fn carry_counts_over(&self, old: &Engine) {
+        for (rule, metrics) in self.rules.iter().zip(&self.metrics) {
+            if let Some(&before) = old.by_name.get(&rule.name) {
+                metrics.carry_over(&old.metrics[before]);
+            }
+        }
     }
 
     /// The filters to subscribe to: the smallest set covering every FROM filter, and each

@@ -1,43 +1,38 @@
 //! What an operator watches: Prometheus metrics, health and readiness over HTTP
 //! (`[metrics] listen`), and a status line in the log every `[metrics] status_interval`.
 //!
-//! Invariant: the message path only adds to counters it already holds. The labelled
-//! counters of a rule and its actions are looked up once, when a rule set is built
-//! ([`RuleMetrics::new`]), never per message; the router's own counters ([`Stats`]) are
-//! plain atomics read at scrape time.
-//!
-//! The families are process-wide (one rule set runs at a time, and a reload looks its
-//! rules' counters up again, so a rule that stays keeps counting); the HTTP endpoint and
-//! its registry belong to one router run.
+//! Invariant: the message path only adds to counters it already holds. A rule's counters
+//! are plain atomics in its rule set ([`RuleMetrics`], a few words a rule: no label, no
+//! allocation of their own), read through the running set at scrape time; the router's own
+//! counters ([`Stats`]) likewise. A reload carries each remaining rule's counts over, so a
+//! rule that stays keeps counting.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode as encode_text;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::engine::Engine;
 use crate::router::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RuleLabel {
-    rule: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ActionLabel {
-    rule: String,
+struct KindLabel {
     action: &'static str,
 }
 
@@ -51,16 +46,10 @@ struct SpoolLabel {
     spool: String,
 }
 
-type Durations = Family<ActionLabel, Histogram, fn() -> Histogram>;
+type Durations = Family<KindLabel, Histogram, fn() -> Histogram>;
 
-/// Every labelled metric topicrule keeps.
+/// The labelled metrics that are not a rule's: few series each.
 struct Families {
-    matched: Family<RuleLabel, Counter>,
-    fired: Family<RuleLabel, Counter>,
-    rule_errors: Family<RuleLabel, Counter>,
-    succeeded: Family<ActionLabel, Counter>,
-    failed: Family<ActionLabel, Counter>,
-    retries: Family<ActionLabel, Counter>,
     duration: Durations,
     reloads: Family<ResultLabel, Counter>,
     spool_batches: Family<SpoolLabel, Gauge>,
@@ -77,73 +66,99 @@ fn action_seconds() -> Histogram {
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
-    matched: Family::default(),
-    fired: Family::default(),
-    rule_errors: Family::default(),
-    succeeded: Family::default(),
-    failed: Family::default(),
-    retries: Family::default(),
     duration: Durations::new_with_constructor(action_seconds),
     reloads: Family::default(),
     spool_batches: Family::default(),
     spool_bytes: Family::default(),
 });
 
-/// The counters of one rule, held by the rule set.
+/// A counter the message path adds to: one atomic, read at scrape time.
+#[derive(Debug, Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    pub fn inc_by(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The counters of one rule, held by the rule set beside the rule.
 #[derive(Debug)]
 pub struct RuleMetrics {
     /// Messages whose topic matched the rule's FROM.
-    pub matched: Counter,
+    pub matched: Count,
     /// Messages the rule fired on (its WHERE held).
-    pub fired: Counter,
+    pub fired: Count,
     /// Actions of the rule that failed (the error action then runs).
-    pub errors: Counter,
-    actions: Vec<(&'static str, ActionMetrics)>,
+    pub errors: Count,
+    /// By action kind (AWS's name): actions of one kind in one rule share them.
+    actions: Box<[ActionMetrics]>,
 }
 
-/// The counters of one action of a rule (actions of one kind in one rule share them).
+/// The counters of a rule's actions of one kind.
 #[derive(Debug)]
 pub struct ActionMetrics {
-    pub succeeded: Counter,
+    kind: &'static str,
+    pub succeeded: Count,
     /// Attempts that failed, each one (the action is retried).
-    pub failed: Counter,
-    pub retries: Counter,
-    /// Seconds from the first attempt to the last one's end.
+    pub failed: Count,
+    pub retries: Count,
+    /// Seconds from the first attempt to the last one's end, by action kind (shared by
+    /// every rule: a histogram a rule would cost more than the rule).
     pub duration: Histogram,
 }
 
 impl RuleMetrics {
-    /// The counters of the rule `rule` with these actions (by their AWS names).
-    pub fn new(rule: &str, actions: impl IntoIterator<Item = &'static str>) -> RuleMetrics {
-        let f = &*FAMILIES;
-        let label = RuleLabel { rule: rule.into() };
-        let actions = actions.into_iter().map(|action| {
-            let label = ActionLabel {
-                rule: rule.into(),
-                action,
-            };
-            let metrics = ActionMetrics {
-                succeeded: f.succeeded.get_or_create_owned(&label),
-                failed: f.failed.get_or_create_owned(&label),
-                retries: f.retries.get_or_create_owned(&label),
-                duration: f.duration.get_or_create_owned(&label),
-            };
-            (action, metrics)
+    /// Counters at 0 for a rule with these actions (by their AWS names).
+    pub fn new(actions: impl IntoIterator<Item = &'static str>) -> RuleMetrics {
+        let mut kinds: Vec<&'static str> = Vec::new();
+        for kind in actions {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        let actions = kinds.into_iter().map(|kind| ActionMetrics {
+            kind,
+            succeeded: Count::default(),
+            failed: Count::default(),
+            retries: Count::default(),
+            duration: FAMILIES
+                .duration
+                .get_or_create_owned(&KindLabel { action: kind }),
         });
         RuleMetrics {
-            matched: f.matched.get_or_create_owned(&label),
-            fired: f.fired.get_or_create_owned(&label),
-            errors: f.rule_errors.get_or_create_owned(&label),
+            matched: Count::default(),
+            fired: Count::default(),
+            errors: Count::default(),
             actions: actions.collect(),
         }
     }
 
-    /// The counters of the rule's action named `action`.
+    /// The counters of the rule's actions of kind `action`.
     pub fn action(&self, action: &str) -> Option<&ActionMetrics> {
-        self.actions
-            .iter()
-            .find(|(a, _)| *a == action)
-            .map(|(_, m)| m)
+        self.actions.iter().find(|a| a.kind == action)
+    }
+
+    /// Adds the counts of `old`, the same rule in the set a reload replaced.
+    pub fn carry_over(&self, old: &RuleMetrics) {
+        self.matched.inc_by(old.matched.get());
+        self.fired.inc_by(old.fired.get());
+        self.errors.inc_by(old.errors.get());
+        for before in old.actions.iter() {
+            if let Some(now) = self.action(before.kind) {
+                now.succeeded.inc_by(before.succeeded.get());
+                now.failed.inc_by(before.failed.get());
+                now.retries.inc_by(before.retries.get());
+            }
+        }
     }
 }
 
@@ -168,8 +183,12 @@ pub fn spool_gauges(spool: &str) -> (Gauge, Gauge) {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener`.
-pub async fn serve(listener: tokio::net::TcpListener, stats: Arc<Stats>) {
-    let registry = Arc::new(registry(stats.clone()));
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    stats: Arc<Stats>,
+    engine: Arc<ArcSwap<Engine>>,
+) {
+    let registry = Arc::new(registry(stats.clone(), engine));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -206,7 +225,7 @@ fn respond(
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => {
             let mut text = String::new();
-            match prometheus_client::encoding::text::encode(&mut text, registry) {
+            match encode_text(&mut text, registry) {
                 Ok(()) => (
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -250,36 +269,11 @@ fn respond(
     response
 }
 
-/// The registry of one run: the labelled families and the router's counters.
-fn registry(stats: Arc<Stats>) -> Registry {
+/// The registry of one run: the labelled families, the rules' counters (through the
+/// running set, `engine`) and the router's.
+fn registry(stats: Arc<Stats>, engine: Arc<ArcSwap<Engine>>) -> Registry {
     let f = &*FAMILIES;
     let mut r = Registry::with_prefix("topicrule");
-    r.register(
-        "rule_matched",
-        "Messages whose topic matched the rule's FROM",
-        f.matched.clone(),
-    );
-    r.register(
-        "rule_fired",
-        "Messages the rule fired on (its WHERE held)",
-        f.fired.clone(),
-    );
-    r.register(
-        "rule_errors",
-        "Actions of the rule that failed, so that its error action ran",
-        f.rule_errors.clone(),
-    );
-    r.register("action_succeeded", "Actions done", f.succeeded.clone());
-    r.register(
-        "action_failed",
-        "Attempts of an action that failed",
-        f.failed.clone(),
-    );
-    r.register(
-        "action_retries",
-        "Attempts of an action after a failed one",
-        f.retries.clone(),
-    );
     r.register(
         "action_duration_seconds",
         "Time an action took, its retries included",
@@ -304,8 +298,80 @@ fn registry(stats: Arc<Stats>) -> Registry {
         "Bytes (uncompressed) of the S3 batches closed and not stored yet",
         f.spool_bytes.clone(),
     );
+    r.register_collector(Box::new(Rules(engine)));
     r.register_collector(Box::new(Router(stats)));
     r
+}
+
+/// The rules' counters, read through the running set at each scrape.
+struct Rules(Arc<ArcSwap<Engine>>);
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rules")
+    }
+}
+
+type RuleCount = fn(&RuleMetrics) -> &Count;
+type ActionCount = fn(&ActionMetrics) -> &Count;
+
+impl Collector for Rules {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let engine = self.0.load();
+        let rules = || {
+            engine
+                .rules()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r, engine.metrics(i)))
+        };
+        let by_rule: [(&str, &str, RuleCount); 3] = [
+            (
+                "rule_matched",
+                "Messages whose topic matched the rule's FROM",
+                |m| &m.matched,
+            ),
+            (
+                "rule_fired",
+                "Messages the rule fired on (its WHERE held)",
+                |m| &m.fired,
+            ),
+            (
+                "rule_errors",
+                "Actions of the rule that failed, so that its error action ran",
+                |m| &m.errors,
+            ),
+        ];
+        for (name, help, count) in by_rule {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (rule, metrics) in rules() {
+                let labels = [("rule", rule.name.as_str())];
+                ConstCounter::new(count(metrics).get()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let by_action: [(&str, &str, ActionCount); 3] = [
+            ("action_succeeded", "Actions done", |m| &m.succeeded),
+            ("action_failed", "Attempts of an action that failed", |m| {
+                &m.failed
+            }),
+            (
+                "action_retries",
+                "Attempts of an action after a failed one",
+                |m| &m.retries,
+            ),
+        ];
+        for (name, help, count) in by_action {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (rule, metrics) in rules() {
+                for action in metrics.actions.iter() {
+                    let labels = [("rule", rule.name.as_str()), ("action", action.kind)];
+                    ConstCounter::new(count(action).get())
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The router's counters, read at each scrape.
@@ -390,5 +456,26 @@ pub async fn status_lines(stats: Arc<Stats>, interval: Duration) {
             let _ = write!(line, "; {pending} pending");
         }
         tracing::info!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_carries_a_rules_counts_over() {
+        let old = RuleMetrics::new(["RepublishAction", "FileAction", "RepublishAction"]);
+        assert_eq!(old.actions.len(), 2, "one set of counters a kind");
+        old.matched.inc_by(5);
+        old.fired.inc_by(4);
+        old.action("FileAction").unwrap().failed.inc();
+        let new = RuleMetrics::new(["FileAction", "S3Action"]);
+        new.fired.inc();
+        new.carry_over(&old);
+        assert_eq!((new.matched.get(), new.fired.get()), (5, 5));
+        assert_eq!(new.action("FileAction").unwrap().failed.get(), 1);
+        assert_eq!(new.action("S3Action").unwrap().failed.get(), 0);
+        assert!(new.action("RepublishAction").is_none());
     }
 }

@@ -111,10 +111,13 @@ pub async fn run(
     stats
         .rules
         .store(engine.rules().len() as u64, Ordering::Relaxed);
+    // The running rule set: the worker's, swapped at a reload; the metrics read it.
+    let running = Arc::new(ArcSwap::from_pointee(engine));
+    let engine = running.load_full();
     if let Some(listen) = settings.metrics.listen {
         let listener = crate::metrics::bind(listen).await?;
         tracing::info!("serving /metrics, /healthz and /readyz on http://{listen}");
-        let serve = crate::metrics::serve(listener, stats.clone());
+        let serve = crate::metrics::serve(listener, stats.clone(), running.clone());
         tokio::spawn(shutdown.clone().run_until_cancelled_owned(serve));
     }
     if let Some(interval) = settings.metrics.status_interval() {
@@ -166,7 +169,7 @@ pub async fn run(
     );
     let publishing = tokio::spawn(publishing);
     let worker = Arc::new(Worker {
-        engine: ArcSwap::from_pointee(engine),
+        engine: running,
         publisher,
         files: Files::start(settings.file.base_dir.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the file writer: {e}"))?,

@@ -26,7 +26,7 @@ use crate::sql::eval::{MqttProperties, ShadowReader};
 /// Processes messages: evaluates the rules, runs the actions.
 pub struct Worker {
     /// The rule set; a reload swaps it, and a message keeps the one it started with.
-    pub engine: ArcSwap<Engine>,
+    pub engine: Arc<ArcSwap<Engine>>,
     pub publisher: Publisher,
     /// The `file` action's appending thread.
     pub files: Files,

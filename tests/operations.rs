@@ -317,7 +317,7 @@ fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
             4.0,
         ),
         (
-            "topicrule_action_duration_seconds_count{rule=\"files\",action=\"FileAction\"}",
+            "topicrule_action_duration_seconds_count{action=\"FileAction\"}",
             6.0,
         ),
     ];

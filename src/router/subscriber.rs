@@ -206,6 +206,7 @@ impl Subscriptions {
             super::v4::warn_about_mqtt5_headers(engine.rules());
         }
         let count = engine.rules().len();
+        engine.carry_counts_over(&worker.engine.load());
         worker.engine.store(Arc::new(engine));
         worker.stats.rules.store(count as u64, Ordering::Relaxed);
         crate::metrics::reloaded(true);
