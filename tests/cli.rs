@@ -363,3 +363,25 @@ fn check_and_test_read_the_settings() {
     assert!(err.ends_with("2 error(s) in the rule files\n"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An AWS rule JSON field of the wrong type is an error with its place, not a default:
+/// `"qos": "1"` would otherwise publish at QoS 0.
+#[test]
+fn aws_json_fields_of_the_wrong_type_are_errors() {
+    let dir = std::env::temp_dir().join(format!("topicrule-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rule.json");
+    std::fs::write(
+        &file,
+        "{\n  \"ruleName\": \"typed\",\n  \"topicRulePayload\": {\n    \"sql\": \"SELECT * FROM 'a/b'\",\n    \"actions\": [\n      { \"republish\": { \"topic\": \"out\", \"qos\": \"1\" } }\n    ]\n  }\n}\n",
+    )
+    .unwrap();
+    let out = topicrule(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`qos` must be an integer, not a string") && err.contains("rule.json:6:40"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,6 +28,97 @@ const RULE_KEYS: &[&str] = &[
     "ruleArn",
 ];
 
+/// The JSON type a field of an AWS rule must have.
+#[derive(Clone, Copy)]
+enum Json {
+    String,
+    Integer,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl Json {
+    fn admits(self, value: &Value) -> bool {
+        match self {
+            Json::String => value.is_string(),
+            Json::Integer => value.is_i64() || value.is_u64(),
+            Json::Boolean => value.is_boolean(),
+            Json::Object => value.is_object(),
+            Json::Array => value.is_array(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Json::String => "a string",
+            Json::Integer => "an integer",
+            Json::Boolean => "true or false",
+            Json::Object => "an object",
+            Json::Array => "an array",
+        }
+    }
+}
+
+fn json_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+const RULE_TYPES: &[(&str, Json)] = &[
+    ("ruleName", Json::String),
+    ("sql", Json::String),
+    ("description", Json::String),
+    ("actions", Json::Array),
+    ("ruleDisabled", Json::Boolean),
+    ("awsIotSqlVersion", Json::String),
+    ("errorAction", Json::Object),
+];
+
+/// The fields of each action kind topicrule runs, with their types.
+fn action_types(kind: &str) -> &'static [(&'static str, Json)] {
+    match kind {
+        "republish" => &[
+            ("topic", Json::String),
+            ("qos", Json::Integer),
+            ("retain", Json::Boolean),
+            ("headers", Json::Object),
+            ("roleArn", Json::String),
+        ],
+        "file" => &[("path", Json::String)],
+        "s3" => &[
+            ("bucketName", Json::String),
+            ("key", Json::String),
+            ("cannedAcl", Json::String),
+            ("roleArn", Json::String),
+        ],
+        _ => &[],
+    }
+}
+
+/// The first field of `map` whose value is not of its type: its message, and where its key
+/// is (searched from `from` on). AWS refuses such a rule; a default in its place would
+/// change what the rule does (`"qos": "1"` would publish at QoS 0).
+fn wrong_type(
+    finder: &Finder,
+    map: &Map<String, Value>,
+    types: &[(&str, Json)],
+    from: usize,
+) -> Option<(String, Span)> {
+    types.iter().find_map(|&(key, json)| {
+        let value = map.get(key).filter(|v| !json.admits(v))?;
+        let at = finder.key(key, from);
+        let message = format!("`{key}` must be {}, not {}", json.name(), json_name(value));
+        Some((message, Span::new(at, at + key.len() + 2)))
+    })
+}
+
 /// Finds where a value's JSON text sits in the file, from a byte offset on.
 struct Finder<'t> {
     text: &'t str,
@@ -104,6 +195,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
             .with_hint(format!("expected one of {}", RULE_KEYS.join(", "))),
         );
     }
+    if let Some((message, span)) = wrong_type(&finder, rule, RULE_TYPES, 0) {
+        errors.push(DraftError::new(span, message));
+        return Err(errors);
+    }
     let Some(sql) = rule.get("sql").and_then(Value::as_str) else {
         errors.push(DraftError::new(Span::new(0, 1), "the rule has no `sql`"));
         return Err(errors);
@@ -179,6 +274,12 @@ fn action(finder: &Finder, action: &Value, from: &mut usize) -> ActionDraft {
     let span = Span::new(at, at + kind.len() + 2);
     let empty = Map::new();
     let body = body.as_object().unwrap_or(&empty);
+    if let Some((message, span)) = wrong_type(finder, body, action_types(kind), at) {
+        return ActionDraft {
+            kind: ActionKind::Malformed(message),
+            span,
+        };
+    }
     let string = |key: &str| {
         body.get(key)
             .and_then(Value::as_str)
