@@ -207,11 +207,22 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`topicrule test ... | head -1`): a normal end, as for
+        // other command-line tools.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The rule paths given, else those of the settings (which are loaded, and so checked).
@@ -256,7 +267,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    println!("{} rule(s) valid", set.rules.len());
+    writeln!(std::io::stdout(), "{} rule(s) valid", set.rules.len())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -385,3 +385,26 @@ fn aws_json_fields_of_the_wrong_type_are_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader that goes away (`topicrule test ... | head -1`) ends topicrule quietly, with
+/// status 0, as other command-line tools.
+#[test]
+fn a_closed_stdout_is_a_normal_end() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_topicrule"))
+        .args([
+            "test",
+            "rules",
+            "--topic",
+            "sensors/d1/telemetry",
+            "--payload",
+            "{\"temp\":99}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
