@@ -50,6 +50,19 @@ impl Backoff {
         )
     }
 
+    /// Retrying a sink that failed (a store, a disk) until it works: 1 s doubling to a
+    /// minute.
+    pub fn sink() -> Backoff {
+        let minute = Duration::from_secs(60);
+        Backoff::new(Duration::from_secs(1), minute, Duration::ZERO, minute)
+    }
+
+    /// The attempts of one action: 100 ms doubling, up to 5 s.
+    pub fn attempts() -> Backoff {
+        let cap = Duration::from_secs(5);
+        Backoff::new(Duration::from_millis(100), cap, Duration::ZERO, cap)
+    }
+
     /// The pause before the next attempt, between half and all of the schedule's value
     /// (jitter, so that many clients of one broker do not retry in step).
     pub fn pause(&mut self) -> Duration {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::file::Files;
 use crate::actions::s3_store::Stores;
 use crate::actions::{s3, ActionError, Effect};
+use crate::backoff::Backoff;
 use crate::engine::{Engine, Plan};
 use crate::metrics::ActionMetrics;
 use crate::router::{Publisher, Stats};
@@ -199,8 +200,9 @@ impl Worker {
         effect: &Effect,
         metrics: Option<&ActionMetrics>,
     ) -> bool {
-        let mut delay = Duration::from_secs(1);
+        let mut backoff = Backoff::sink();
         loop {
+            let delay = backoff.pause();
             tracing::warn!(
                 "rule `{rule}`: retrying a failed action in {delay:?}; the message waits"
             );
@@ -215,7 +217,6 @@ impl Worker {
                 tracing::info!("rule `{rule}`: the action succeeded on retry");
                 return true;
             }
-            delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
 
@@ -227,7 +228,7 @@ impl Worker {
         metrics: Option<&ActionMetrics>,
     ) -> Result<(), ActionError> {
         let start = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::attempts();
         let mut attempt = 1;
         let result = loop {
             let result = match effect {
@@ -241,12 +242,15 @@ impl Worker {
                         metrics.failed.inc();
                         metrics.retries.inc();
                     }
+                    let delay = backoff.pause();
                     tracing::debug!(
                         "attempt {attempt} failed: {}; retrying in {delay:?}",
                         e.message
                     );
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                     attempt += 1;
                 }
                 other => break other,

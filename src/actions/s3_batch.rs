@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as queue;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -30,6 +30,7 @@ use futures_util::StreamExt as _;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backoff::Backoff;
 use crate::rules::{Batch, Compression, S3Put};
 
 /// A line for a spooler's thread, and where to say when it is synced.
@@ -330,17 +331,17 @@ impl Upload {
     /// Retries with backoff (at most a minute apart) until the store has the batch; then
     /// removes it from the spool.
     async fn until_stored(&self, seq: u64) {
-        let mut delay = Duration::from_secs(1);
+        let mut backoff = Backoff::sink();
         loop {
             match self.put(seq).await {
                 Ok(()) => return,
                 Err(e) => {
+                    let delay = backoff.pause();
                     tracing::warn!(
                         "batch {seq} of `{}`: {e}; retrying in {delay:?}",
                         self.dir.display()
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(60));
                 }
             }
         }

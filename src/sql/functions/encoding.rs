@@ -79,16 +79,7 @@ fn hash<D: Digest>(env: &Env, args: Vec<Value>) -> Value {
     let Some([v]) = args_n(args) else {
         return Value::Undefined;
     };
-    bytes(env, &v).map_or(Value::Undefined, |b| string(hex(&D::digest(&b))))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    bytes(env, &v).map_or(Value::Undefined, |b| string(hex::encode(D::digest(&b))))
 }
 
 pub fn md2(env: &Env, args: Vec<Value>) -> Value {
@@ -198,7 +189,7 @@ mod tests {
         );
         assert_eq!(
             show(&call("md5", vec![bin])),
-            format!("\"{}\"", hex(&md5::Md5::digest([0u8, 1, 2, 0xff])))
+            format!("\"{:x}\"", md5::Md5::digest([0u8, 1, 2, 0xff]))
         );
     }
 }

@@ -167,25 +167,10 @@ pub fn lookup(name: &str) -> Option<&'static Function> {
 pub fn closest(name: &str) -> Option<&'static str> {
     FUNCTIONS
         .iter()
-        .map(|f| (edit_distance(name, f.name), f.name))
+        .map(|f| (strsim::levenshtein(name, f.name), f.name))
         .filter(|(d, candidate)| *d <= 2.max(candidate.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// The arguments as a fixed-size array; the compiler has checked the count, so a mismatch
