@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-use crate::actions::{ActionError, Effect};
+use crate::actions::{ActionError, ActionSpec, Effect};
 use crate::metrics::RuleMetrics;
 use crate::rules::{Rule, RuleSet};
 use crate::sql::compile::{basic_ingest, BASIC_INGEST_PREFIX};
@@ -72,6 +72,13 @@ impl Engine {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Every action of every rule, error actions included.
+    pub fn actions(&self) -> impl Iterator<Item = &ActionSpec> {
+        self.rules
+            .iter()
+            .flat_map(|rule| rule.actions.iter().chain(&rule.error_action))
     }
 
     /// The counters of the rule at `index`.

@@ -125,7 +125,7 @@ pub async fn run(
         tokio::spawn(shutdown.clone().run_until_cancelled_owned(status));
     }
     // Before connecting: bad S3 settings stop topicrule before it takes any message.
-    let s3 = Stores::for_rules(&settings.s3, &settings.instance_id(), engine.rules()).await?;
+    let s3 = Stores::for_actions(&settings.s3, &settings.instance_id(), engine.actions()).await?;
     let shadows = settings.shadow.enabled;
     if !shadows {
         warn_about_shadow_reads(engine.rules());

@@ -24,8 +24,15 @@ use base64::Engine as _;
 use tokio::sync::oneshot;
 
 use super::ActionError;
-use crate::rules::FileAppend;
 use crate::sql::{Message, Value};
+use crate::template::Template;
+
+/// The `file` action.
+#[derive(Debug, Clone)]
+pub struct FileAppend {
+    /// A path relative to the base directory; substitutions may not leave it.
+    pub path: Template,
+}
 
 /// Files kept open at once.
 const MAX_OPEN: usize = 64;

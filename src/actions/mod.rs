@@ -8,8 +8,14 @@
 //!    effect is done (published and acknowledged, written), so that the router can
 //!    acknowledge the input message after it.
 //!
+//! Each action has one home that holds its settings type, its checks, `prepare` and
+//! `execute`: `republish`, `file`, `s3` (with `s3_batch`, the batch mode, and `s3_store`,
+//! the clients). [`ActionSpec`] is the sum of them; `rules` builds it from rule files and
+//! depends on this module, never the reverse.
+//!
 //! Invariant: a template that expands to something unsafe (a topic with wildcards, a path
-//! out of the base directory, an object key with a `..` segment) fails the action in `prepare`; nothing is ever sent there.
+//! out of the base directory, an object key with a `..` segment) fails the action in
+//! `prepare`; nothing is ever sent there.
 
 pub mod file;
 pub mod republish;
@@ -17,8 +23,32 @@ pub mod s3;
 pub mod s3_batch;
 pub mod s3_store;
 
-use crate::rules::ActionSpec;
 use crate::sql::{Message, Value};
+use file::FileAppend;
+use republish::Republish;
+use s3::S3Put;
+
+/// What an action does, with its templates compiled.
+#[derive(Debug, Clone)]
+pub enum ActionSpec {
+    /// Publish the output message to a topic.
+    Republish(Box<Republish>),
+    /// Append the output message as one line to a file under the base directory.
+    File(FileAppend),
+    /// Write the output message as one object to an S3-compatible store.
+    S3(Box<S3Put>),
+}
+
+impl ActionSpec {
+    /// The name AWS gives this kind of action in error documents (`failedAction`).
+    pub fn aws_name(&self) -> &'static str {
+        match self {
+            ActionSpec::Republish(_) => "RepublishAction",
+            ActionSpec::File(_) => "FileAction",
+            ActionSpec::S3(_) => "S3Action",
+        }
+    }
+}
 
 /// An action's concrete request.
 #[derive(Debug, Clone, PartialEq)]

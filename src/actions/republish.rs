@@ -4,8 +4,32 @@
 use base64::Engine as _;
 
 use super::ActionError;
-use crate::rules::Republish;
 use crate::sql::{Message, Value};
+use crate::template::Template;
+
+/// The `republish` action.
+#[derive(Debug, Clone)]
+pub struct Republish {
+    pub topic: Template,
+    /// 0 or 1; AWS's default is 0.
+    pub qos: u8,
+    pub retain: bool,
+    pub headers: Headers,
+}
+
+/// AWS's MQTT 5 `headers` of a republish action. String fields are templates.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    pub content_type: Option<Template>,
+    /// `true` for `UTF8_DATA`, `false` for `UNSPECIFIED_BYTES`.
+    pub payload_format_utf8: Option<bool>,
+    pub response_topic: Option<Template>,
+    /// A template whose expansion is base64, decoded when the action runs.
+    pub correlation_data: Option<Template>,
+    /// Seconds; a template (AWS takes it as a string).
+    pub message_expiry: Option<Template>,
+    pub user_properties: Vec<(String, Template)>,
+}
 
 /// A publish, ready to send.
 #[derive(Debug, Clone, PartialEq, Default)]

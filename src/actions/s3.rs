@@ -12,8 +12,61 @@ use aws_sdk_s3::types::ObjectCannedAcl;
 
 use super::s3_store::Stores;
 use super::ActionError;
-use crate::rules::{S3Put, StoreId};
 use crate::sql::{Message, Value};
+use crate::template::Template;
+
+/// The `s3` action.
+#[derive(Debug, Clone)]
+pub struct S3Put {
+    /// Not a template, as in AWS: the bucket is known when the rule loads.
+    pub bucket: String,
+    /// The object key; checked when expanded (no empty, `.` or `..` segment).
+    pub key: Template,
+    /// An S3 canned ACL (`private`, `bucket-owner-full-control`, ...), checked at load.
+    pub canned_acl: Option<String>,
+    /// The store, when it is not the one of the `[s3]` settings.
+    pub store: StoreId,
+    /// Batch mode (beyond AWS): many messages an object, NDJSON, spooled on disk.
+    pub batch: Option<Batch>,
+    /// The spool folder of this action's batches: `<rule>-<action index>`, or
+    /// `<rule>-error` for an error action; stable across restarts.
+    pub spool: String,
+}
+
+/// When a batch closes: whichever limit comes first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub max_records: u64,
+    pub max_bytes: u64,
+    pub max_age: std::time::Duration,
+    pub compression: Compression,
+}
+
+/// How a batch object is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The suffix of the object key.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+/// Which store an `s3` action writes to: the `[s3]` settings, with these overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct StoreId {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
 
 /// S3's limit on the length of a key, in bytes.
 const MAX_KEY: usize = 1024;

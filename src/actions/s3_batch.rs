@@ -30,8 +30,8 @@ use futures_util::StreamExt as _;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 
+use super::s3::{Batch, Compression, S3Put};
 use crate::backoff::Backoff;
-use crate::rules::{Batch, Compression, S3Put};
 
 /// A line for a spooler's thread, and where to say when it is synced.
 struct Append {

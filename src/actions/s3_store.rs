@@ -23,9 +23,10 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::Client;
 
+use super::s3::{S3Put, StoreId};
 use super::s3_batch::Spool;
+use super::ActionSpec;
 use crate::config::S3Settings;
-use crate::rules::{ActionSpec, Rule, S3Put, StoreId};
 
 /// The region signed for when neither the settings nor the AWS chain name one; MinIO and
 /// most self-hosted stores accept it.
@@ -59,14 +60,14 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// The clients of every store the rules write to, and the spools of this instance. No rule with an `s3` action: no
-    /// client, and the AWS credential chain is never consulted.
-    pub async fn for_rules(
+    /// The clients of every store `actions` write to, and the spools of this instance. No
+    /// `s3` action: no client, and the AWS credential chain is never consulted.
+    pub async fn for_actions<'a>(
         settings: &S3Settings,
         instance: &str,
-        rules: &[Rule],
+        actions: impl IntoIterator<Item = &'a ActionSpec>,
     ) -> Result<Stores, StoreError> {
-        let puts: Vec<&S3Put> = s3_puts(rules).collect();
+        let puts: Vec<&S3Put> = s3_puts(actions).collect();
         if puts.is_empty() {
             return Ok(Stores::default());
         }
@@ -91,10 +92,13 @@ impl Stores {
         Ok(Stores { clients, spool })
     }
 
-    /// Whether these stores and spools serve every `s3` action of `rules`; if not, why. A
-    /// reload keeps the stores and spools topicrule started with.
-    pub fn serves(&self, rules: &[Rule]) -> Result<(), String> {
-        for put in s3_puts(rules) {
+    /// Whether these stores and spools serve every `s3` action of `actions`; if not, why.
+    /// A reload keeps the stores and spools topicrule started with.
+    pub fn serves<'a>(
+        &self,
+        actions: impl IntoIterator<Item = &'a ActionSpec>,
+    ) -> Result<(), String> {
+        for put in s3_puts(actions) {
             if !self.clients.contains_key(&put.store) {
                 return Err(format!(
                     "an `s3` action on bucket `{}` names a store topicrule did not start with",
@@ -122,15 +126,14 @@ impl Stores {
     }
 }
 
-/// The `s3` actions of `rules`, error actions included.
-fn s3_puts(rules: &[Rule]) -> impl Iterator<Item = &S3Put> {
-    rules
-        .iter()
-        .flat_map(|rule| rule.actions.iter().chain(&rule.error_action))
-        .filter_map(|action| match action {
-            ActionSpec::S3(put) => Some(&**put),
-            _ => None,
-        })
+/// The `s3` actions among `actions`.
+fn s3_puts<'a>(
+    actions: impl IntoIterator<Item = &'a ActionSpec>,
+) -> impl Iterator<Item = &'a S3Put> {
+    actions.into_iter().filter_map(|action| match action {
+        ActionSpec::S3(put) => Some(&**put),
+        _ => None,
+    })
 }
 
 /// Credentials, region, retries and timeouts, shared by every client.

@@ -171,7 +171,7 @@ impl Subscriptions {
     /// running S3 stores cannot serve is refused, and the old one kept.
     fn reload(&mut self, conn: &mut Conn, worker: &Worker, engine: Engine) {
         let kept = worker.engine.load().rules().len();
-        let filters = worker.s3.serves(engine.rules()).and_then(|()| {
+        let filters = worker.s3.serves(engine.actions()).and_then(|()| {
             super::subscriptions(&engine, self.group.as_deref(), self.shadows)
                 .map_err(|e| e.to_string())
         });

@@ -17,8 +17,10 @@ use rumqttc::{
 };
 
 use super::session::{ConnectOptions, Incoming, Message, MAX_PACKET};
+use crate::actions::republish::Headers;
 use crate::actions::republish::PublishRequest;
-use crate::rules::{ActionSpec, Rule};
+use crate::actions::ActionSpec;
+use crate::rules::Rule;
 
 pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
     let packet = match Packet::read(buf, MAX_PACKET) {
@@ -128,7 +130,7 @@ pub(super) fn warn_about_mqtt5_headers(rules: &[Rule]) {
     }
 }
 
-fn has_headers(h: &crate::rules::Headers) -> bool {
+fn has_headers(h: &Headers) -> bool {
     h.content_type.is_some()
         || h.payload_format_utf8.is_some()
         || h.response_topic.is_some()

@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 
 use super::draft::BatchDraft;
 use super::draft::{ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located};
-use super::{ActionSpec, Batch, Compression, FileAppend, Headers, Republish, Rule, S3Put, StoreId};
+use super::Rule;
+use crate::actions::file::FileAppend;
+use crate::actions::republish::{Headers, Republish};
+use crate::actions::s3::{Batch, Compression, S3Put, StoreId};
+use crate::actions::ActionSpec;
 use crate::sql::ast::Span;
 use crate::sql::{self, SqlError, SqlVersion};
 use crate::template::Template;

@@ -15,10 +15,10 @@ mod toml_file;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::actions::ActionSpec;
 use crate::diagnostic::Diagnostic;
 use crate::sql::ast::Span;
 use crate::sql::{Query, SqlVersion};
-use crate::template::Template;
 
 /// A validated rule, ready to run.
 #[derive(Debug)]
@@ -37,112 +37,6 @@ impl Rule {
     pub fn version(&self) -> SqlVersion {
         self.query.version
     }
-}
-
-/// What an action does, with its templates compiled.
-#[derive(Debug, Clone)]
-pub enum ActionSpec {
-    /// Publish the output message to a topic.
-    Republish(Box<Republish>),
-    /// Append the output message as one line to a file under the base directory.
-    File(FileAppend),
-    /// Write the output message as one object to an S3-compatible store.
-    S3(Box<S3Put>),
-}
-
-impl ActionSpec {
-    /// The name AWS gives this kind of action in error documents (`failedAction`).
-    pub fn aws_name(&self) -> &'static str {
-        match self {
-            ActionSpec::Republish(_) => "RepublishAction",
-            ActionSpec::File(_) => "FileAction",
-            ActionSpec::S3(_) => "S3Action",
-        }
-    }
-}
-
-/// The `republish` action.
-#[derive(Debug, Clone)]
-pub struct Republish {
-    pub topic: Template,
-    /// 0 or 1; AWS's default is 0.
-    pub qos: u8,
-    pub retain: bool,
-    pub headers: Headers,
-}
-
-/// AWS's MQTT 5 `headers` of a republish action. String fields are templates.
-#[derive(Debug, Clone, Default)]
-pub struct Headers {
-    pub content_type: Option<Template>,
-    /// `true` for `UTF8_DATA`, `false` for `UNSPECIFIED_BYTES`.
-    pub payload_format_utf8: Option<bool>,
-    pub response_topic: Option<Template>,
-    /// A template whose expansion is base64, decoded when the action runs.
-    pub correlation_data: Option<Template>,
-    /// Seconds; a template (AWS takes it as a string).
-    pub message_expiry: Option<Template>,
-    pub user_properties: Vec<(String, Template)>,
-}
-
-/// The `file` action.
-#[derive(Debug, Clone)]
-pub struct FileAppend {
-    /// A path relative to the base directory; substitutions may not leave it.
-    pub path: Template,
-}
-
-/// The `s3` action.
-#[derive(Debug, Clone)]
-pub struct S3Put {
-    /// Not a template, as in AWS: the bucket is known when the rule loads.
-    pub bucket: String,
-    /// The object key; checked when expanded (no empty, `.` or `..` segment).
-    pub key: Template,
-    /// An S3 canned ACL (`private`, `bucket-owner-full-control`, ...), checked at load.
-    pub canned_acl: Option<String>,
-    /// The store, when it is not the one of the `[s3]` settings.
-    pub store: StoreId,
-    /// Batch mode (beyond AWS): many messages an object, NDJSON, spooled on disk.
-    pub batch: Option<Batch>,
-    /// The spool folder of this action's batches: `<rule>-<action index>`, or
-    /// `<rule>-error` for an error action; stable across restarts.
-    pub spool: String,
-}
-
-/// When a batch closes: whichever limit comes first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub max_records: u64,
-    pub max_bytes: u64,
-    pub max_age: std::time::Duration,
-    pub compression: Compression,
-}
-
-/// How a batch object is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// The suffix of the object key.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Gzip => ".gz",
-            Compression::Zstd => ".zst",
-        }
-    }
-}
-
-/// Which store an `s3` action writes to: the `[s3]` settings, with these overrides.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct StoreId {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
 }
 
 /// All the rules of a rule set.
