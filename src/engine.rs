@@ -227,18 +227,22 @@ pub fn error_document(
     payload: &[u8],
     failures: &[(&'static str, ActionError)],
 ) -> Vec<u8> {
-    let failures: Vec<_> = failures
-        .iter()
-        .map(|(action, e)| serde_json::json!({"failedAction": action, "failedResource": e.resource, "errorMessage": e.message}))
-        .collect();
     let doc = serde_json::json!({
         "ruleName": rule,
         "topic": topic,
         "clientId": clientid.unwrap_or("n/a"),
         "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(payload),
-        "failures": failures,
+        "failures": failures_json(failures),
     });
     serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+/// The `failures` of AWS's error document: each failed action, its resource and why.
+pub fn failures_json(failures: &[(&'static str, ActionError)]) -> serde_json::Value {
+    failures
+        .iter()
+        .map(|(action, e)| serde_json::json!({"failedAction": action, "failedResource": e.resource, "errorMessage": e.message}))
+        .collect()
 }
 
 /// The MQTT 5 properties of an incoming publish, as the SQL functions read them.

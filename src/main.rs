@@ -293,11 +293,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         let actions: Vec<_> = plan.effects.iter().map(|(_, e)| e.describe()).collect();
         let mut line = serde_json::json!({"rule": plan.rule_name, "actions": actions});
         if !plan.failures.is_empty() {
-            line["failures"] = plan
-                .failures
-                .iter()
-                .map(|(action, e)| serde_json::json!({"failedAction": action, "errorMessage": e.message}))
-                .collect();
+            line["failures"] = topicrule::engine::failures_json(&plan.failures);
         }
         writeln!(out, "{line}")?;
     }
