@@ -46,6 +46,13 @@ pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
             "unsupported broker URL scheme `{scheme}://`: use mqtt://, mqtts://, ws:// or wss://"
         ),
     };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if let Some((userinfo, host)) = authority.rsplit_once('@') {
+        let user = userinfo.split(':').next().unwrap_or_default();
+        bail!(
+            "the broker URL `{scheme}://{user}:***@{host}` carries credentials: set [broker] username = \"{user}\" and password (or password_file, TOPICRULE_BROKER_PASSWORD) instead, which stay out of logs"
+        );
+    }
     let (host, port) =
         host_port(rest, default_port).with_context(|| format!("invalid broker URL `{url}`"))?;
     let uses_tls_files = [&broker.ca_file, &broker.cert_file, &broker.key_file]
@@ -259,6 +266,9 @@ mod tests {
         assert!(err(&broker("http://x")).contains("unsupported broker URL scheme"));
         assert!(err(&broker("127.0.0.1:1883")).contains("invalid broker URL"));
         assert!(err(&broker("mqtt://x:port")).contains("invalid broker URL"));
+        let credentials = err(&broker("mqtt://dev:s3cret@10.0.0.2:1883/"));
+        assert!(credentials.contains("`mqtt://dev:***@10.0.0.2:1883` carries credentials"));
+        assert!(!credentials.contains("s3cret"), "{credentials}");
         let mut b = broker("mqtt://x");
         b.ca_file = Some("ca.pem".into());
         assert!(err(&b).contains("need a TLS URL"));
