@@ -856,27 +856,23 @@ fn report(settings: &Settings, q0: &(Run, Run), q1: &(Run, Run), many: &Run) {
     table(
         &title,
         ["1 rule", &rules, &format!("{rules}/1 rule")],
-        &[
-            row("max: msg/s", one.max.throughput(), many.max.throughput(), 0),
-            row(
-                "max: CPU s per 100k msgs",
-                one.max.cpu_per_100k(),
-                many.max.cpu_per_100k(),
-                2,
-            ),
-            row(
-                "idle RSS (MB)",
-                mb(one.idle_rss_kb),
-                mb(many.idle_rss_kb),
-                1,
-            ),
-            row(
-                "start to first message (s)",
-                one.start_seconds,
-                many.start_seconds,
-                2,
-            ),
-        ],
+        &max_rows(one, many)
+            .into_iter()
+            .chain([
+                row(
+                    "idle RSS (MB)",
+                    mb(one.idle_rss_kb),
+                    mb(many.idle_rss_kb),
+                    1,
+                ),
+                row(
+                    "start to first message (s)",
+                    one.start_seconds,
+                    many.start_seconds,
+                    2,
+                ),
+            ])
+            .collect::<Vec<_>>(),
     );
     let per_rule =
         many.idle_rss_kb.saturating_sub(one.idle_rss_kb) as f64 / (settings.rules - 1) as f64;
@@ -904,16 +900,21 @@ fn versus(relay: &Run, topicrule: &Run) -> Vec<Row> {
             mb(sut.peak_rss_kb),
             1,
         ),
-        row(
-            "max: msg/s",
-            relay.max.throughput(),
-            topicrule.max.throughput(),
-            0,
-        ),
+    ]
+    .into_iter()
+    .chain(max_rows(relay, topicrule))
+    .collect()
+}
+
+/// The closed-loop figures of `sut` beside `base`'s.
+fn max_rows(base: &Run, sut: &Run) -> [Row; 2] {
+    let (base, sut) = (&base.max, &sut.max);
+    [
+        row("max: msg/s", base.throughput(), sut.throughput(), 0),
         row(
             "max: CPU s per 100k msgs",
-            relay.max.cpu_per_100k(),
-            topicrule.max.cpu_per_100k(),
+            base.cpu_per_100k(),
+            sut.cpu_per_100k(),
             2,
         ),
     ]

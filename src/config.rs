@@ -310,12 +310,6 @@ impl Default for S3Settings {
 impl S3Settings {
     /// Applies the `TOPICRULE_S3_*` variables.
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
-        fn parse<T: std::str::FromStr>(name: &str, text: String) -> Result<T, SettingsError> {
-            text.parse().map_err(|_| SettingsError::Env {
-                name: name.into(),
-                message: format!("`{text}` is not a valid value"),
-            })
-        }
         let var = |name: &str| get(name).map(|v| (name.to_owned(), v));
         if let Some((_, v)) = var("TOPICRULE_S3_ENDPOINT") {
             self.endpoint = Some(v).filter(|v| !v.is_empty());
@@ -324,7 +318,7 @@ impl S3Settings {
             self.region = Some(v).filter(|v| !v.is_empty());
         }
         if let Some((n, v)) = var("TOPICRULE_S3_FORCE_PATH_STYLE") {
-            self.force_path_style = Some(parse(&n, v)?);
+            self.force_path_style = Some(env_value(&n, &v, "true or false")?);
         }
         if let Some((_, v)) = var("TOPICRULE_S3_CREDENTIALS_FILE") {
             self.credentials_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
@@ -333,13 +327,13 @@ impl S3Settings {
             self.profile = Some(v).filter(|v| !v.is_empty());
         }
         if let Some((n, v)) = var("TOPICRULE_S3_ATTEMPT_TIMEOUT") {
-            self.attempt_timeout = parse(&n, v)?;
+            self.attempt_timeout = env_value(&n, &v, "a number")?;
         }
         if let Some((n, v)) = var("TOPICRULE_S3_OPERATION_TIMEOUT") {
-            self.operation_timeout = parse(&n, v)?;
+            self.operation_timeout = env_value(&n, &v, "a number")?;
         }
         if let Some((n, v)) = var("TOPICRULE_S3_ATTEMPTS") {
-            self.attempts = parse(&n, v)?;
+            self.attempts = env_value(&n, &v, "a number")?;
         }
         if let Some((_, v)) = var("TOPICRULE_S3_SPOOL_DIR") {
             self.spool_dir = PathBuf::from(v);
@@ -370,6 +364,18 @@ pub enum SettingsError {
     },
     #[error("invalid value of `{name}`: {message}")]
     Env { name: String, message: String },
+}
+
+/// The value of the environment variable `name`, or an error saying what it should be.
+fn env_value<T: std::str::FromStr>(
+    name: &str,
+    text: &str,
+    expected: &str,
+) -> Result<T, SettingsError> {
+    text.parse().map_err(|_| SettingsError::Env {
+        name: name.into(),
+        message: format!("`{text}` is not {expected}"),
+    })
 }
 
 impl SettingsError {
@@ -417,12 +423,6 @@ impl Settings {
 
     /// Applies overrides from the environment (`get` looks a variable up).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
-        let number = |name: &str, text: String| {
-            text.parse::<u64>().map_err(|_| SettingsError::Env {
-                name: name.into(),
-                message: format!("`{text}` is not a number"),
-            })
-        };
         if let Some(url) = get("TOPICRULE_BROKER_URL") {
             self.broker.url = url;
         }
@@ -436,14 +436,13 @@ impl Settings {
             self.broker.password = Some(password);
         }
         if let Some(k) = get("TOPICRULE_BROKER_KEEP_ALIVE") {
-            self.broker.keep_alive = number("TOPICRULE_BROKER_KEEP_ALIVE", k)?;
+            self.broker.keep_alive = env_value("TOPICRULE_BROKER_KEEP_ALIVE", &k, "a number")?;
         }
         self.apply_broker_env(&get)?;
         if let Some(listen) = get("TOPICRULE_BROKER_EMBEDDED_LISTEN") {
-            self.broker.embedded.listen = listen.parse().map_err(|_| SettingsError::Env {
-                name: "TOPICRULE_BROKER_EMBEDDED_LISTEN".into(),
-                message: format!("`{listen}` is not an address such as 127.0.0.1:1883"),
-            })?;
+            let expected = "an address such as 127.0.0.1:1883";
+            self.broker.embedded.listen =
+                env_value("TOPICRULE_BROKER_EMBEDDED_LISTEN", &listen, expected)?;
         }
         if let Some(dir) = get("TOPICRULE_BROKER_EMBEDDED_DATA_DIR") {
             self.broker.embedded.data_dir = PathBuf::from(dir);
@@ -455,25 +454,21 @@ impl Settings {
             self.file.base_dir = PathBuf::from(dir);
         }
         if let Some(listen) = get("TOPICRULE_METRICS_LISTEN") {
+            let expected = "an address such as 127.0.0.1:9464";
             self.metrics.listen = match listen.as_str() {
                 "" => None,
-                _ => Some(listen.parse().map_err(|_| SettingsError::Env {
-                    name: "TOPICRULE_METRICS_LISTEN".into(),
-                    message: format!("`{listen}` is not an address such as 127.0.0.1:9464"),
-                })?),
+                _ => Some(env_value("TOPICRULE_METRICS_LISTEN", &listen, expected)?),
             };
         }
         if let Some(enabled) = get("TOPICRULE_SHADOW_ENABLED") {
-            self.shadow.enabled = enabled.parse().map_err(|_| SettingsError::Env {
-                name: "TOPICRULE_SHADOW_ENABLED".into(),
-                message: format!("`{enabled}` is not true or false"),
-            })?;
+            self.shadow.enabled = env_value("TOPICRULE_SHADOW_ENABLED", &enabled, "true or false")?;
         }
         if let Some(dir) = get("TOPICRULE_SHADOW_DIR") {
             self.shadow.dir = PathBuf::from(dir);
         }
         if let Some(secs) = get("TOPICRULE_METRICS_STATUS_INTERVAL") {
-            self.metrics.status_interval = number("TOPICRULE_METRICS_STATUS_INTERVAL", secs)?;
+            self.metrics.status_interval =
+                env_value("TOPICRULE_METRICS_STATUS_INTERVAL", &secs, "a number")?;
         }
         self.s3.apply_env(&get)?;
         Ok(())
@@ -539,5 +534,58 @@ impl Settings {
             error,
         })?;
         Ok(Some(text.lines().next().unwrap_or("").to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut settings = Settings::default();
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        settings.apply_env(get).map(|()| settings)
+    }
+
+    #[test]
+    fn environment_overrides_are_parsed_or_refused_by_name() {
+        let settings = with_env(&[
+            ("TOPICRULE_METRICS_LISTEN", "127.0.0.1:9464"),
+            ("TOPICRULE_SHADOW_ENABLED", "true"),
+            ("TOPICRULE_S3_ATTEMPTS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(settings.metrics.listen, Some(([127, 0, 0, 1], 9464).into()));
+        assert!(settings.shadow.enabled);
+        assert_eq!(settings.s3.attempts, 7);
+        for (name, value, expected) in [
+            (
+                "TOPICRULE_METRICS_LISTEN",
+                "here",
+                "`here` is not an address such as 127.0.0.1:9464",
+            ),
+            (
+                "TOPICRULE_SHADOW_ENABLED",
+                "yes",
+                "`yes` is not true or false",
+            ),
+            (
+                "TOPICRULE_S3_FORCE_PATH_STYLE",
+                "1",
+                "`1` is not true or false",
+            ),
+            (
+                "TOPICRULE_BROKER_KEEP_ALIVE",
+                "soon",
+                "`soon` is not a number",
+            ),
+        ] {
+            let error = with_env(&[(name, value)]).unwrap_err().to_string();
+            assert_eq!(error, format!("invalid value of `{name}`: {expected}"));
+        }
     }
 }

@@ -370,6 +370,9 @@ impl Collector for Rules {
                 }
             }
         }
+        let size = ConstGauge::new(engine.rules().len() as i64);
+        let help = "Rules in the running rule set";
+        size.encode(encoder.encode_descriptor("rules", help, None, size.metric_type())?)?;
         Ok(())
     }
 }
@@ -406,11 +409,6 @@ impl Collector for Router {
                 s.left_for_redelivery() as i64,
             ),
             (
-                "rules",
-                "Rules in the running rule set",
-                get(&s.rules) as i64,
-            ),
-            (
                 "broker_connected",
                 "1 while connected to the broker and subscribed",
                 flag(&s.subscribed),
@@ -430,7 +428,7 @@ impl Collector for Router {
 }
 
 /// Logs a status line every `interval` in which messages arrived: how many, the rate, the
-/// acks and failures, and what is in flight.
+/// acks and failures, and how many are pending.
 pub async fn status_lines(stats: Arc<Stats>, interval: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let totals = |s: &Stats| {

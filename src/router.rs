@@ -65,8 +65,6 @@ pub struct Stats {
     pub action_failures: AtomicU64,
     /// Connections to the broker lost or refused.
     pub connection_errors: AtomicU64,
-    /// Rules in the running set.
-    pub rules: AtomicU64,
     /// The rule set runs: its stores are ready and the router started.
     pub ready: AtomicBool,
     /// Connected to the broker, with the subscriptions granted (or kept by the session).
@@ -108,9 +106,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Stats>> {
     let stats = Arc::new(Stats::default());
-    stats
-        .rules
-        .store(engine.rules().len() as u64, Ordering::Relaxed);
     // The running rule set: the worker's, swapped at a reload; the metrics read it.
     let running = Arc::new(ArcSwap::from_pointee(engine));
     let engine = running.load_full();
@@ -218,12 +213,7 @@ pub async fn run(
 /// always Undefined, which a rule written for AWS would not expect.
 fn warn_about_shadow_reads(rules: &[crate::rules::Rule]) {
     for rule in rules {
-        if rule
-            .query
-            .source
-            .to_ascii_lowercase()
-            .contains("get_thing_shadow")
-        {
+        if rule.query.calls.contains(&"get_thing_shadow") {
             tracing::warn!(
                 "rule `{}` calls get_thing_shadow(), which reads topicrule's own shadow service: set [shadow] enabled = true, or it returns nothing",
                 rule.name

@@ -136,9 +136,10 @@ impl Worker {
         let mut to_retry = Vec::new();
         for (name, effect) in &plan.effects {
             self.activity.step(id, &plan.rule_name, name, false);
-            if let Err(e) = self.execute(effect, metrics.action(name)).await {
+            let counters = metrics.action(name);
+            if let Err(e) = self.execute(effect, counters).await {
                 failures.push((*name, e));
-                to_retry.push((*name, effect));
+                to_retry.push((*name, effect, counters));
             }
         }
         if failures.is_empty() {
@@ -157,9 +158,8 @@ impl Worker {
         }
         self.run_error_action(engine, plan, topic, payload, &failures)
             .await;
-        for (name, effect) in to_retry {
+        for (name, effect, counters) in to_retry {
             self.activity.step(id, &plan.rule_name, name, true);
-            let counters = metrics.action(name);
             if !self
                 .retry_until_done(&plan.rule_name, effect, counters)
                 .await

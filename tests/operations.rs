@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::s3::S3Server;
 use support::stream::{Collector, Publisher, Tally};
-use support::{publish, Mosquitto, Subscriber, TempDir, Topicrule};
+use support::{eventually, publish, Mosquitto, Subscriber, TempDir, Topicrule};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(700);
@@ -125,21 +125,16 @@ fn reloads_under_a_stream_lose_nothing() {
     topicrule.wait_for_log("rules reloaded: 1 rule(s) (were 2)");
     publisher.finish();
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let tally = eventually(Duration::from_secs(60), || {
         let seqs: Vec<usize> = out.seqs().into_iter().chain(changed.seqs()).collect();
         let tally = Tally::of(&seqs, count);
-        if tally.lost == 0 {
-            println!("after 4 reloads: {tally:?}");
-            assert!(!out.seqs().is_empty() && !changed.seqs().is_empty());
-            break;
+        match tally.lost {
+            0 => Ok(tally),
+            _ => Err(format!("lost across reloads: {tally:?}")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "lost across reloads: {tally:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    println!("after 4 reloads: {tally:?}");
+    assert!(!out.seqs().is_empty() && !changed.seqs().is_empty());
     assert!(topicrule.stop().success());
 }
 
@@ -232,18 +227,10 @@ fn series(scrape: &str, name: &str) -> Option<f64> {
 
 /// Polls `path` until its status is `want`.
 fn wait_for_status(port: u16, path: &str, want: u16) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get(port, path);
-        if status == want {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} stayed {status} ({body:?}), not {want}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(20), || match get(port, path) {
+        (status, body) if status == want => Ok(body),
+        (status, body) => Err(format!("{path} stayed {status} ({body:?}), not {want}")),
+    })
 }
 
 #[test]
@@ -276,19 +263,14 @@ fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
     messages.extend([("in/files", &b"{\"place\":\"here\"}"[..]); 6]);
     publish(broker.port, &messages);
 
-    let deadline = std::time::Instant::now() + WAIT;
-    let scrape = loop {
+    let scrape = eventually(WAIT, || {
         let (status, scrape) = get(http, "/metrics");
         assert_eq!(status, 200);
-        if series(&scrape, "topicrule_messages_acknowledged_total") == Some(33.0) {
-            break scrape;
+        match series(&scrape, "topicrule_messages_acknowledged_total") {
+            Some(33.0) => Ok(scrape),
+            _ => Err(format!("not all acknowledged:\n{scrape}")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not all acknowledged:\n{scrape}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     let want = [
         ("topicrule_messages_received_total", 33.0),
         ("topicrule_messages_pending", 0.0),
@@ -350,18 +332,13 @@ fn metrics_count_a_known_traffic_and_health_follows_the_broker() {
     reader.wait_for_keys("archive", 4, WAIT);
     let spool = "topicrule_s3_spool_batches{spool=\"ok-1\"}";
     let waiting = |want: f64| {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
+        eventually(WAIT, || {
             let scrape = get(http, "/metrics").1;
-            if series(&scrape, spool) == Some(want) {
-                return scrape;
+            match series(&scrape, spool) {
+                Some(got) if got == want => Ok(scrape),
+                _ => Err(format!("{spool} not {want}:\n{scrape}")),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{spool} not {want}:\n{scrape}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     };
     waiting(0.0);
     store.stop();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::s3::{start_topicrule, S3Reader, S3Server};
 use support::stream::{seqs_in, Collector, Publisher, Tally};
-use support::{Mosquitto, TempDir, Topicrule};
+use support::{eventually, Mosquitto, TempDir, Topicrule};
 
 const TOPICS: usize = 100;
 const INSTANCES: [&str; 3] = ["scale-a", "scale-b", "scale-c"];
@@ -87,19 +87,16 @@ impl Group {
     /// Waits until every sink holds each of `count` messages at least once; their tallies
     /// (republished, file, S3).
     fn settle(&self, out: &Collector, count: usize) -> [Tally; 3] {
-        let deadline = std::time::Instant::now() + SETTLE;
-        loop {
+        eventually(SETTLE, || {
             let s3: Vec<usize> = self.stored().into_values().flatten().collect();
             let tallies = [out.seqs(), self.file_seqs(), s3].map(|seqs| Tally::of(&seqs, count));
-            if tallies.iter().all(|t| t.lost == 0) {
-                return tallies;
+            match tallies.iter().all(|t| t.lost == 0) {
+                true => Ok(tallies),
+                false => Err(format!(
+                    "not everything arrived (republished, file, S3): {tallies:?}"
+                )),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not everything arrived (republished, file, S3): {tallies:?}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        })
     }
 }
 

@@ -208,7 +208,6 @@ impl Subscriptions {
         let count = engine.rules().len();
         engine.carry_counts_over(&worker.engine.load());
         worker.engine.store(Arc::new(engine));
-        worker.stats.rules.store(count as u64, Ordering::Relaxed);
         crate::metrics::reloaded(true);
         if !removed.is_empty() {
             let pkid = self.pkid();

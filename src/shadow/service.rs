@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -26,13 +27,14 @@ pub struct Shadows {
     dir: PathBuf,
     /// Held by a request from its read to its write: requests apply one at a time.
     requests: Mutex<()>,
-    /// What each file holds (None: no file), once read. Locked only briefly, never across
+    /// What each shadow's file holds, once read or written; a shadow with no file is not
+    /// kept, so that asking for any name never grows it. Locked only briefly, never across
     /// an await: `get_thing_shadow()` reads it from rules, synchronously.
-    cache: std::sync::RwLock<HashMap<PathBuf, Option<Stored>>>,
+    cache: std::sync::RwLock<HashMap<PathBuf, Arc<Stored>>>,
 }
 
 /// A shadow's file: the shadow, or what its deletion left.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Stored {
     Shadow(Box<Shadow>),
@@ -109,21 +111,20 @@ impl Shadows {
             ..PublishRequest::default()
         };
         let name = request.shadow.unwrap_or(request.thing);
-        if !valid_name(request.thing, 128) || !request.shadow.is_none_or(|s| valid_name(s, 64)) {
+        let Some(path) = self.path(request.thing, request.shadow) else {
             let error = ShadowError {
                 code: 400,
                 message: "Invalid thing or shadow name".into(),
                 client_token: None,
             };
             return Some(Ok(vec![answer("rejected", error.rejected_document(now))]));
-        }
-        let path = self.path(request.thing, request.shadow);
+        };
         let _one_at_a_time = self.requests.lock().await;
         let stored = match self.stored(&path) {
             Ok(stored) => stored,
             Err(e) => return Some(Err(e)),
         };
-        let live = match &stored {
+        let live = match stored.as_deref() {
             Some(Stored::Shadow(shadow)) => Some(&**shadow),
             _ => None,
         };
@@ -133,7 +134,7 @@ impl Shadows {
                 Err(e) => (None, vec![answer("rejected", e.rejected_document(now))]),
             },
             Op::Update => {
-                let existing = match &stored {
+                let existing = match stored.as_deref() {
                     Some(Stored::Shadow(shadow)) => Existing::Live(shadow),
                     Some(Stored::Deleted(tombstone)) => Existing::Deleted(tombstone),
                     None => Existing::Absent,
@@ -160,38 +161,45 @@ impl Shadows {
             if let Err(e) = write(&path, &change).await {
                 return Some(Err(e));
             }
-            self.cache_write().insert(path, Some(change));
+            self.cache_write().insert(path, Arc::new(change));
         }
         Some(Ok(answers))
     }
 
-    /// What the file at `path` holds: from the cache, else read (a small file) and cached.
-    fn stored(&self, path: &Path) -> Result<Option<Stored>, String> {
+    /// What the file at `path` holds (None: no file): from the cache, else read (a small
+    /// file) and cached.
+    fn stored(&self, path: &Path) -> Result<Option<Arc<Stored>>, String> {
         let cached = self
             .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
             .cloned();
-        if let Some(stored) = cached {
-            return Ok(stored);
+        if cached.is_some() {
+            return Ok(cached);
         }
-        let stored = read(path)?;
-        self.cache_write().insert(path.to_owned(), stored.clone());
+        let stored = read(path)?.map(Arc::new);
+        if let Some(stored) = &stored {
+            self.cache_write().insert(path.to_owned(), stored.clone());
+        }
         Ok(stored)
     }
 
-    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Option<Stored>>> {
+    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Arc<Stored>>> {
         self.cache.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `dir/<thing>/classic.json`, or `dir/<thing>/name-<shadow>.json`.
-    fn path(&self, thing: &str, shadow: Option<&str>) -> PathBuf {
+    /// `dir/<thing>/classic.json`, or `dir/<thing>/name-<shadow>.json`; None for a name AWS
+    /// does not allow (which would not make a safe file name either).
+    fn path(&self, thing: &str, shadow: Option<&str>) -> Option<PathBuf> {
+        if !valid_name(thing, 128) || !shadow.is_none_or(|s| valid_name(s, 64)) {
+            return None;
+        }
         let file = match shadow {
             None => "classic.json".to_owned(),
             Some(name) => format!("name-{name}.json"),
         };
-        self.dir.join(thing).join(file)
+        Some(self.dir.join(thing).join(file))
     }
 }
 
@@ -209,18 +217,15 @@ impl ShadowReader for Shadows {
     /// The shadow's `/get/accepted` document, for `get_thing_shadow()`; None when it does
     /// not exist, its names are not valid, or its file cannot be read (logged).
     fn read(&self, thing: &str, shadow: Option<&str>) -> Option<Vec<u8>> {
-        if !valid_name(thing, 128) || !shadow.is_none_or(|s| valid_name(s, 64)) {
-            return None;
-        }
         let stored = self
-            .stored(&self.path(thing, shadow))
+            .stored(&self.path(thing, shadow)?)
             .map_err(|e| tracing::warn!("get_thing_shadow(): {e}"))
             .ok()??;
-        let Stored::Shadow(live) = stored else {
+        let Stored::Shadow(live) = &*stored else {
             return None;
         };
         let now = chrono::Utc::now().timestamp();
-        document::get(Some(&live), thing, b"", now).ok()
+        document::get(Some(live), thing, b"", now).ok()
     }
 }
 

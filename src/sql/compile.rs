@@ -22,6 +22,8 @@ pub struct Query {
     pub where_: Option<CExpr>,
     /// The statement as written, for messages.
     pub source: String,
+    /// The functions the statement calls, each once (by name).
+    pub calls: Vec<&'static str>,
 }
 
 /// A compiled SELECT list.
@@ -139,6 +141,7 @@ pub fn compile_statement(
         version,
         vars: Vec::new(),
         errors: Vec::new(),
+        calls: Vec::new(),
     };
     let mut set = Vec::new();
     for item in &statement.set {
@@ -195,6 +198,7 @@ pub fn compile_statement(
             from,
             where_,
             source: sql.to_owned(),
+            calls: c.calls,
         })
     } else {
         c.errors.sort_by_key(|e| e.span.start);
@@ -212,6 +216,7 @@ pub fn compile_expression(
         version,
         vars: vars.to_vec(),
         errors: Vec::new(),
+        calls: Vec::new(),
     };
     let compiled = c.expr(expr);
     if c.errors.is_empty() {
@@ -225,6 +230,7 @@ struct Compiler {
     version: SqlVersion,
     vars: Vec<String>,
     errors: Vec<SqlError>,
+    calls: Vec<&'static str>,
 }
 
 impl Compiler {
@@ -385,6 +391,9 @@ impl Compiler {
         if function.since > self.version {
             self.needs_2016(span, &format!("function `{}`", function.name));
         }
+        if !self.calls.contains(&function.name) {
+            self.calls.push(function.name);
+        }
         if args.len() < function.min_args || args.len() > function.max_args {
             self.error(SqlError::new(
                 span,
@@ -473,5 +482,19 @@ fn unknown_function(name: &str, span: Span) -> SqlError {
     match functions::closest(&lower) {
         Some(suggestion) => error.with_hint(format!("did you mean `{suggestion}`?")),
         None => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_names_the_functions_it_calls_once_each() {
+        let sql = "SELECT upper(get_thing_shadow(topic(2), 'r').s) AS a, upper(b) AS c, \
+                   'get_thing_shadow' AS d FROM 'x/+' WHERE topic(2) = 'y'";
+        let mut calls = compile(sql, SqlVersion::V2016_03_23).unwrap().calls;
+        calls.sort_unstable();
+        assert_eq!(calls, ["get_thing_shadow", "topic", "upper"]);
     }
 }

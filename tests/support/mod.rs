@@ -171,6 +171,20 @@ fn mosquitto_binary() -> PathBuf {
     }
 }
 
+/// Calls `attempt` every 100 ms until it gives a value; after `timeout`, fails with what the
+/// last attempt said.
+#[allow(dead_code)] // Not every test binary uses it.
+pub fn eventually<T>(timeout: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
