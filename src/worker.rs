@@ -63,8 +63,10 @@ impl Worker {
         properties: Option<&MqttProperties>,
     ) -> bool {
         let now = chrono::Utc::now().timestamp_millis();
+        // Boxed: the shadow request's future (its file write) is large, and inline it would
+        // make every message's future as large, to be moved with it.
         let mut done = match &self.shadows {
-            Some(shadows) => self.serve_shadow(shadows, topic, payload, now).await,
+            Some(shadows) => Box::pin(self.serve_shadow(shadows, topic, payload, now)).await,
             None => true,
         };
         let engine = self.engine.load_full();
