@@ -27,6 +27,10 @@
 //! QoS 1, idle RSS and the time from its start to its first message, against the one-rule
 //! topicrule of the same run.
 //!
+//! Last, what archiving costs the message path (issue: at most 10%): the one rule with a
+//! `file` action (a file a topic) added, then with an `s3` action in batch mode (gzip, into
+//! s3s-fs) added, each `max` at QoS 1 against the republishing topicrule of the same run.
+//!
 //! Every figure is printed beside its baseline with their ratio: absolute figures move from
 //! run to run on a shared machine; the ratios much less. Needs mosquitto, as the tests do.
 //! `cargo bench --bench e2e`; under `cargo test` it does nothing.
@@ -43,6 +47,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use support::s3::S3Server;
 use support::{Mosquitto, TempDir, Topicrule};
 
 /// Set (to `<broker port>:<qos>`) on the re-executed binary that acts as the relay.
@@ -88,7 +93,9 @@ fn main() {
         &settings,
         false,
     );
-    report(&settings, &q0, &q1, &many);
+    let archiving =
+        [Sink::File, Sink::S3Batch].map(|sink| run(Sut::Archiving(sink), 1, &settings, false));
+    report(&settings, &q0, &q1, &many, &archiving);
 }
 
 // ---------------------------------------------------------------- settings
@@ -147,13 +154,38 @@ fn env_number<T: FromStr>(name: &str, default: T) -> T {
 #[derive(Clone, Copy)]
 enum Sut {
     Relay,
-    Topicrule { rules: usize },
+    Topicrule {
+        rules: usize,
+    },
+    /// One rule that republishes and also archives each message.
+    Archiving(Sink),
 }
 
-/// A SUT process, with the directory its rules are in.
+/// Where `Sut::Archiving` archives.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// The `file` action: a file a topic.
+    File,
+    /// An `s3` action in batch mode (gzip), into s3s-fs.
+    S3Batch,
+}
+
+impl Sink {
+    fn action(self) -> &'static str {
+        match self {
+            Sink::File => r#"file = { path = "${topic(3)}.jsonl" }"#,
+            Sink::S3Batch => {
+                r#"s3 = { bucket = "bench", key = "b/${topic(3)}", batch = { max_records = 1000, max_age = 1 }, compression = "gzip" }"#
+            }
+        }
+    }
+}
+
+/// A SUT process, with the directory its rules are in and the S3 server it writes to.
 struct Running {
     process: Topicrule,
     _dir: Option<TempDir>,
+    _store: Option<S3Server>,
 }
 
 impl Sut {
@@ -162,34 +194,48 @@ impl Sut {
             Sut::Relay => "relay".into(),
             Sut::Topicrule { rules: 1 } => "topicrule".into(),
             Sut::Topicrule { rules } => format!("topicrule, {rules} rules"),
+            Sut::Archiving(Sink::File) => "topicrule, republish + file".into(),
+            Sut::Archiving(Sink::S3Batch) => "topicrule, republish + S3 batch".into(),
         }
     }
 
     /// Starts the SUT beside `broker`. `Topicrule` (the test helper) runs any process: it
     /// collects its stderr and kills it when dropped (and shows it if the bench fails).
     fn start(self, broker: &Mosquitto, qos: u8) -> Running {
-        let (command, dir) = match self {
+        let (rules, sink) = match self {
             Sut::Relay => {
                 let mut command = Command::new(std::env::current_exe().unwrap());
                 command.env(RELAY_ENV, format!("{}:{qos}", broker.port));
-                (command, None)
+                return Running {
+                    process: Topicrule::spawn(command),
+                    _dir: None,
+                    _store: None,
+                };
             }
-            Sut::Topicrule { rules } => {
-                let dir = topicrule_dir(broker.port, qos, rules);
-                // The helper sets RUST_LOG=topicrule=debug, which logs every message; `env`
-                // sets it back to the default level, and execs (the pid stays topicrule's).
-                let mut command = Command::new("env");
-                command
-                    .arg("RUST_LOG=topicrule=info")
-                    .arg(env!("CARGO_BIN_EXE_topicrule"))
-                    .args(["run", "--config"])
-                    .arg(dir.path().join("topicrule.toml"));
-                (command, Some(dir))
-            }
+            Sut::Topicrule { rules } => (rules, None),
+            Sut::Archiving(sink) => (1, Some(sink)),
         };
+        let dir = topicrule_dir(broker.port, qos, rules, sink.map(Sink::action));
+        let store = matches!(sink, Some(Sink::S3Batch)).then(|| {
+            let store = S3Server::start();
+            store.reader().create_bucket("bench");
+            store
+        });
+        // The helper sets RUST_LOG=topicrule=debug, which logs every message; `env` sets it
+        // back to the default level, and execs (the pid stays topicrule's).
+        let mut command = Command::new("env");
+        command.arg("RUST_LOG=topicrule=info");
+        for (name, value) in store.iter().flat_map(S3Server::env) {
+            command.arg(format!("{name}={value}"));
+        }
+        command
+            .arg(env!("CARGO_BIN_EXE_topicrule"))
+            .args(["run", "--config"])
+            .arg(dir.path().join("topicrule.toml"));
         Running {
             process: Topicrule::spawn(command),
-            _dir: dir,
+            _dir: Some(dir),
+            _store: store,
         }
     }
 }
@@ -209,12 +255,17 @@ impl Running {
 }
 
 /// The rules and `topicrule.toml` of a topicrule with `rules` rules (as
-/// `../shared/bench/peers/topicrule/start.sh` writes them for one), in a fresh directory.
-fn topicrule_dir(port: u16, qos: u8, rules: usize) -> TempDir {
+/// `../shared/bench/peers/topicrule/start.sh` writes them for one), in a fresh directory;
+/// the one rule also runs `archive` when given.
+fn topicrule_dir(port: u16, qos: u8, rules: usize, archive: Option<&str>) -> TempDir {
     let dir = TempDir::new(&format!("e2e-q{qos}-{rules}"));
     if rules == 1 {
         let sql = format!("SELECT * FROM '{IN_FILTER}'");
-        dir.write("rules/bench.toml", &rule("bench_republish", &sql, qos));
+        let mut text = rule("bench_republish", &sql, qos);
+        if let Some(action) = archive {
+            text.push_str(&format!("[[rule.actions]]\n{action}\n"));
+        }
+        dir.write("rules/bench.toml", &text);
     }
     // Several files of 1,000 rules, each rule on a topic of its own.
     for first in (0..rules).step_by(1_000).filter(|_| rules > 1) {
@@ -230,8 +281,10 @@ fn topicrule_dir(port: u16, qos: u8, rules: usize) -> TempDir {
         "topicrule.toml",
         &format!(
             "[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"topicrule-bench-q{qos}\"\n\n\
-             [rules]\npaths = [\"{}\"]\n",
-            dir.path().join("rules").display()
+             [rules]\npaths = [\"{}\"]\n\n[file]\nbase_dir = \"{}\"\n\n[s3]\nspool_dir = \"{}\"\n",
+            dir.path().join("rules").display(),
+            dir.path().join("data").display(),
+            dir.path().join("spool").display(),
         ),
     );
     dir
@@ -834,7 +887,7 @@ fn row(metric: &'static str, base: f64, sut: f64, decimals: usize) -> Row {
     }
 }
 
-fn report(settings: &Settings, q0: &(Run, Run), q1: &(Run, Run), many: &Run) {
+fn report(settings: &Settings, q0: &(Run, Run), q1: &(Run, Run), many: &Run, archiving: &[Run; 2]) {
     println!(
         "\ntopicrule end to end, beside a raw relay in the same run: mosquitto on loopback, \
          {PAYLOAD_SIZE}-byte JSON on {DEVICES} topics;\n\
@@ -877,7 +930,16 @@ fn report(settings: &Settings, q0: &(Run, Run), q1: &(Run, Run), many: &Run) {
     let per_rule =
         many.idle_rss_kb.saturating_sub(one.idle_rss_kb) as f64 / (settings.rules - 1) as f64;
     println!("memory per rule: {per_rule:.2} KB (idle RSS, {rules} vs 1)");
-    deliveries(&[&q0.0, &q0.1, &q1.0, &q1.1, many]);
+    for sut in archiving {
+        let title = format!("QoS 1, {}", sut.name);
+        table(
+            &title,
+            ["republish", "+ archive", "archiving/republish"],
+            &max_rows(one, sut),
+        );
+    }
+    let [file, batch] = archiving;
+    deliveries(&[&q0.0, &q0.1, &q1.0, &q1.1, many, file, batch]);
 }
 
 fn versus(relay: &Run, topicrule: &Run) -> Vec<Row> {

@@ -179,6 +179,7 @@ pub async fn run(
     let stall = Duration::from_secs(router.stall_timeout.get());
     let watchdog = tokio::spawn(watchdog(worker.clone(), stall, recycles.clone()));
     let max_in_flight = usize::from(max_in_flight);
+    let grace = Duration::from_secs(router.shutdown_grace);
     let subscriber = Subscriber {
         conn: Conn::new(codec, endpoint, subscribing, recycles),
         subscriptions: Subscriptions::new(
@@ -192,8 +193,8 @@ pub async fn run(
         // Messages beyond those being processed wait in their lanes; past this many held,
         // the subscriber stops reading, which pushes back on the broker.
         max_held: 6 * max_in_flight,
-        grace: Duration::from_secs(router.shutdown_grace),
-        worker,
+        grace,
+        worker: worker.clone(),
         stats: stats.clone(),
     };
     // A task of its own, not the caller's future: a wake-up from the publishing task then
@@ -203,6 +204,7 @@ pub async fn run(
     watchdog.abort();
     close.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;
+    worker.s3.spool().close(grace).await;
     match subscribed {
         Ok(Err(refused)) => Err(anyhow::anyhow!(refused)),
         _ => Ok(stats),

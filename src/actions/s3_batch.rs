@@ -11,24 +11,28 @@
 //! synced to disk (so a crash loses nothing); an upload retried after a crash writes the
 //! same key (so it never duplicates); what a crash left open or unsent is uploaded at
 //! start. Closed batches are uploaded in the background, retried until they are stored.
+//! The spool folder is the upload queue: the uploader takes its `.ready` batches, oldest
+//! first, when one closes and when an upload ends, so nothing but the disk holds it.
 //!
 //! Each batch-mode action has a thread that owns its open batch (group commit): the lines
 //! that arrive while it writes and syncs are appended next, with one sync for all of them.
 //! The same thread closes a batch that reached `max_age`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as queue;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use futures_util::StreamExt as _;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::s3::{Batch, Compression, S3Put};
 use crate::backoff::Backoff;
@@ -48,7 +52,8 @@ struct Spooler {
     instance: String,
     dir: PathBuf,
     open: Option<OpenBatch>,
-    closed: mpsc::UnboundedSender<u64>,
+    /// Tells the uploader a batch is ready.
+    closed: watch::Sender<()>,
     waiting: Waiting,
 }
 
@@ -79,21 +84,26 @@ struct OpenBatch {
     opened: Instant,
 }
 
-/// The spoolers of every batch-mode action, by spool name: the queues to their threads.
+/// The spoolers of every batch-mode action, by spool name: the queues to their threads;
+/// and their uploaders.
 #[derive(Default)]
 pub struct Spool {
     spoolers: HashMap<String, queue::Sender<Append>>,
+    uploads: TaskTracker,
+    /// Cancelled at `close`: no upload starts, no retry waits.
+    stop: CancellationToken,
 }
 
 impl Spool {
     /// Opens the folder of each batch-mode action under `root/<instance>`, and starts its
     /// uploader (which first sends what an earlier run left) and its thread. The threads
-    /// end with the `Spool`.
+    /// end with the `Spool`, the uploaders at `close`.
     pub fn start(
         root: &Path,
         instance: &str,
         actions: &[(&S3Put, Client)],
     ) -> std::io::Result<Spool> {
+        let (uploads, stop) = (TaskTracker::new(), CancellationToken::new());
         let mut spoolers = HashMap::new();
         for (put, client) in actions {
             let Some(batch) = put.batch.clone() else {
@@ -104,16 +114,17 @@ impl Spool {
             std::fs::create_dir_all(&dir)?;
             let (batches, bytes) = crate::metrics::spool_gauges(&put.spool);
             let waiting = Waiting { batches, bytes };
-            let pending = close_leftovers(&dir, &waiting)?;
-            let (closed, uploads) = mpsc::unbounded_channel();
+            close_leftovers(&dir, &waiting)?;
+            let (closed, ready) = watch::channel(());
             let upload = Upload {
                 client: client.clone(),
                 bucket: put.bucket.clone(),
                 dir: dir.clone(),
                 compression: batch.compression,
                 waiting: waiting.clone(),
+                stop: stop.clone(),
             };
-            tokio::spawn(upload.run(pending, uploads));
+            uploads.spawn(upload.run(ready));
             let spooler = Spooler {
                 batch,
                 instance: instance.to_owned(),
@@ -128,7 +139,26 @@ impl Spool {
                 .spawn(move || spooler.run(&lines))?;
             spoolers.insert(put.spool.clone(), appends);
         }
-        Ok(Spool { spoolers })
+        Ok(Spool {
+            spoolers,
+            uploads,
+            stop,
+        })
+    }
+
+    /// Stops the uploaders: the uploads under way get `within` to end; what is not stored
+    /// stays in the spool, and the next start sends it.
+    pub async fn close(&self, within: Duration) {
+        self.stop.cancel();
+        self.uploads.close();
+        if tokio::time::timeout(within, self.uploads.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "an S3 batch upload did not end within {within:?}; its batch stays in the spool and is sent at the next start"
+            );
+        }
     }
 
     /// Whether a batch-mode action with this spool runs.
@@ -247,7 +277,7 @@ impl Spooler {
         std::fs::rename(name("open"), name("ready"))?;
         sync_dir(&self.dir)?;
         self.waiting.closed(batch.bytes);
-        let _ = self.closed.send(batch.seq);
+        self.closed.send_replace(());
         Ok(())
     }
 }
@@ -269,17 +299,16 @@ fn adopt_legacy(legacy: &Path, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// At start: a batch a crash left open is closed; returns every batch to upload, in order.
-fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<Vec<u64>> {
-    let mut pending = Vec::new();
+/// At start: a batch a crash left open is closed, and what waits for upload counted.
+fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
             continue;
         };
-        let Ok(seq) = stem.to_string_lossy().parse::<u64>() else {
+        if stem.to_string_lossy().parse::<u64>().is_err() {
             continue;
-        };
+        }
         match ext.to_str() {
             Some("open") => std::fs::rename(&path, path.with_extension("ready"))?,
             Some("ready") => {}
@@ -287,11 +316,23 @@ fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<Vec<u64>> {
         }
         let bytes = std::fs::metadata(path.with_extension("ready"))?.len();
         waiting.closed(bytes);
-        pending.push(seq);
     }
-    sync_dir(dir)?;
-    pending.sort_unstable();
-    Ok(pending)
+    sync_dir(dir)
+}
+
+/// The batches of `dir` ready for upload, oldest first.
+fn ready_batches(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut ready: Vec<u64> = std::fs::read_dir(dir)?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            if path.extension()? != "ready" {
+                return None;
+            }
+            path.file_stem()?.to_str()?.parse().ok()
+        })
+        .collect();
+    ready.sort_unstable();
+    Ok(ready)
 }
 
 fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
@@ -315,33 +356,63 @@ struct Upload {
     dir: PathBuf,
     compression: Compression,
     waiting: Waiting,
+    stop: CancellationToken,
 }
 
 impl Upload {
-    /// Uploads what an earlier run left, then each batch as it closes; at most
-    /// `MAX_UPLOADS` at once (each holds a few parts in memory, see `PART_SIZE`).
-    async fn run(self, pending: Vec<u64>, mut queue: mpsc::UnboundedReceiver<u64>) {
-        let closed = futures_util::stream::poll_fn(|cx| queue.poll_recv(cx));
-        futures_util::stream::iter(pending)
-            .chain(closed)
-            .for_each_concurrent(MAX_UPLOADS, |seq| self.until_stored(seq))
-            .await;
+    /// Uploads the spool's ready batches, what an earlier run left first, oldest first; at
+    /// most `MAX_UPLOADS` at once (each holds a few parts in memory, see `PART_SIZE`).
+    /// Looks again when a batch closes (`ready` changes) and when an upload ends; ends at
+    /// `stop` once the uploads under way ended.
+    async fn run(self, mut ready: watch::Receiver<()>) {
+        let mut uploading = HashSet::new();
+        let mut uploads = FuturesUnordered::new();
+        // Whether the spooler may close more batches.
+        let mut spooling = true;
+        loop {
+            if !self.stop.is_cancelled() && uploads.len() < MAX_UPLOADS {
+                match ready_batches(&self.dir) {
+                    Ok(batches) => {
+                        for seq in batches {
+                            if uploads.len() < MAX_UPLOADS && uploading.insert(seq) {
+                                uploads.push(self.until_stored(seq));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot read the spool `{}`: {e}", self.dir.display())
+                    }
+                }
+            }
+            tokio::select! {
+                Some(seq) = uploads.next() => {
+                    uploading.remove(&seq);
+                }
+                changed = ready.changed(), if spooling && !self.stop.is_cancelled() => {
+                    spooling = changed.is_ok();
+                }
+                () = self.stop.cancelled(), if uploads.is_empty() => return,
+            }
+        }
     }
 
-    /// Retries with backoff (at most a minute apart) until the store has the batch; then
-    /// removes it from the spool.
-    async fn until_stored(&self, seq: u64) {
+    /// Retries with backoff (at most a minute apart) until the store has the batch, then
+    /// removes it from the spool; or until `stop`. The batch's sequence number.
+    async fn until_stored(&self, seq: u64) -> u64 {
         let mut backoff = Backoff::sink();
         loop {
             match self.put(seq).await {
-                Ok(()) => return,
+                Ok(()) => return seq,
                 Err(e) => {
                     let delay = backoff.pause();
                     tracing::warn!(
                         "batch {seq} of `{}`: {e}; retrying in {delay:?}",
                         self.dir.display()
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.stop.cancelled() => return seq,
+                    }
                 }
             }
         }

@@ -211,10 +211,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
     let draft = Draft {
         name: name_located,
         sql: finder.string(sql, sql_at),
-        description: rule
-            .get("description")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
         sql_version: rule
             .get("awsIotSqlVersion")
             .and_then(Value::as_str)

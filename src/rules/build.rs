@@ -1,6 +1,6 @@
 //! Validation: a [`Draft`] becomes a [`Rule`], or every error it has.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::draft::BatchDraft;
 use super::draft::{ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located};
@@ -19,7 +19,6 @@ const MAX_NAME: usize = 128;
 /// Validates a draft against the rules already loaded. `Ok(None)`: a valid, disabled rule.
 pub fn build(
     draft: Draft,
-    path: &Path,
     seen: &[(String, PathBuf)],
 ) -> Result<(Option<Rule>, Vec<DraftError>), Vec<DraftError>> {
     let mut errors = Vec::new();
@@ -64,11 +63,9 @@ pub fn build(
         Some(query) if errors.is_empty() => {
             let rule = draft.enabled.then(|| Rule {
                 name: draft.name.value,
-                description: draft.description,
                 query,
                 actions,
                 error_action,
-                origin: path.to_owned(),
             });
             Ok((rule, warnings))
         }

@@ -122,7 +122,6 @@ fn map_offsets(value: &str, raw: &str, base: usize) -> Vec<usize> {
 pub struct Draft {
     pub name: Located,
     pub sql: Located,
-    pub description: Option<String>,
     /// None: the format's default (2016-03-23 in TOML, 2015-10-08 in AWS JSON, as AWS).
     pub sql_version: Option<Located>,
     pub default_version: crate::sql::SqlVersion,

@@ -25,12 +25,9 @@ use crate::sql::{Query, SqlVersion};
 pub struct Rule {
     /// Unique in the rule set: `[A-Za-z0-9_]+`, as AWS requires.
     pub name: String,
-    pub description: Option<String>,
     pub query: Query,
     pub actions: Vec<ActionSpec>,
     pub error_action: Option<ActionSpec>,
-    /// The file the rule came from.
-    pub origin: PathBuf,
 }
 
 impl Rule {
@@ -142,7 +139,7 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         );
         for draft in drafts {
             let name = draft.name.value.clone();
-            let built = build::build(draft, &path, &seen);
+            let built = build::build(draft, &seen);
             seen.push((name, path.clone()));
             match built {
                 Ok((rule, cautions)) => {

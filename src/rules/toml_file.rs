@@ -53,7 +53,8 @@ struct RawRule {
     name: Spanned<String>,
     /// The AWS IoT SQL statement.
     sql: Spanned<String>,
-    /// Free text, for people.
+    /// Free text, for people: read, never used.
+    #[allow(dead_code)]
     description: Option<String>,
     /// "2016-03-23" (the default) or "2015-10-08".
     sql_version: Option<Spanned<String>>,
@@ -271,7 +272,6 @@ fn draft(text: &str, rule: &Spanned<RawRule>) -> Draft {
     Draft {
         name: located(text, &raw.name),
         sql: located(text, &raw.sql),
-        description: raw.description.clone(),
         sql_version: raw.sql_version.as_ref().map(|v| located(text, v)),
         default_version: SqlVersion::V2016_03_23,
         enabled: raw.enabled,

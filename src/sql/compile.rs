@@ -20,8 +20,6 @@ pub struct Query {
     /// The FROM topic filter, if any.
     pub from: Option<String>,
     pub where_: Option<CExpr>,
-    /// The statement as written, for messages.
-    pub source: String,
     /// The functions the statement calls, each once (by name).
     pub calls: Vec<&'static str>,
 }
@@ -128,13 +126,12 @@ pub fn basic_ingest(topic: &str) -> Option<(&str, &str)> {
 /// Parses and compiles a statement.
 pub fn compile(sql: &str, version: SqlVersion) -> Result<Query, SqlErrors> {
     let statement = super::parse::parse_statement(sql).map_err(|e| SqlErrors(vec![e]))?;
-    compile_statement(&statement, sql, version)
+    compile_statement(&statement, version)
 }
 
 /// Compiles a parsed statement, reporting every error it finds.
 pub fn compile_statement(
     statement: &ast::Statement,
-    sql: &str,
     version: SqlVersion,
 ) -> Result<Query, SqlErrors> {
     let mut c = Compiler {
@@ -197,7 +194,6 @@ pub fn compile_statement(
             select,
             from,
             where_,
-            source: sql.to_owned(),
             calls: c.calls,
         })
     } else {
