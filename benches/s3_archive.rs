@@ -5,22 +5,29 @@
 //! (group commit) and puts one gzip object a 1000. The file action syncs the same way.
 //!
 //! `cargo bench --bench s3_archive` (needs mosquitto and s3s-fs, as the tests do). Each
-//! mode queues `COUNT` messages at the broker for topicrule's persistent session while
-//! topicrule is stopped, then times topicrule from its start until every message is in
-//! its sink, so that only topicrule is measured, not the publisher.
-//! Under `cargo test` it does nothing.
+//! mode queues `S3_ARCHIVE_COUNT` (50,000) 200-byte JSON messages on `S3_ARCHIVE_TOPICS`
+//! (100) topics at the broker for topicrule's persistent session while topicrule is
+//! stopped, then times topicrule from its connection (the time in its log line; the broker
+//! sends the queue at once) until every message is in its sink, so that only topicrule
+//! is measured, not the publisher nor its start. Under `cargo test` it does nothing.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use support::s3::{start_topicrule, S3Server};
 use support::{publish, Mosquitto, TempDir, Topicrule};
 
-const COUNT: usize = 5_000;
+/// `S3_ARCHIVE_<name>`, or `default`.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(format!("S3_ARCHIVE_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -32,7 +39,7 @@ fn main() {
     });
     let s3 = measure(
         "s3",
-        r#"s3 = { bucket = "bench", key = "b/${topic(2)}.json" }"#,
+        r#"s3 = { bucket = "bench", key = "b/${newuuid()}.json" }"#,
         |_, store| count_objects(&store.dir.path().join("root/bench/b")),
     );
     let batch = measure(
@@ -53,6 +60,7 @@ fn main() {
 
 /// Messages per second through one action: `done` counts the messages in the sink.
 fn measure(name: &str, action: &str, done: impl Fn(&Path, &S3Server) -> usize) -> f64 {
+    let (count, topics) = (setting("COUNT", 50_000), setting("TOPICS", 100));
     let broker = Mosquitto::start();
     let store = S3Server::start();
     store.reader().create_bucket("bench");
@@ -66,23 +74,59 @@ fn measure(name: &str, action: &str, done: impl Fn(&Path, &S3Server) -> usize) -
     );
     // A first run creates the persistent session; the messages then queue for it.
     start(&broker, &store, &dir).stop();
-    let payload = br#"{"device":"pump-7","temp":21.5,"rpm":1200,"status":"ok","seq":0}"#;
-    let topics: Vec<String> = (0..COUNT).map(|n| format!("bench/{n}")).collect();
-    let messages: Vec<(&str, &[u8])> = topics.iter().map(|t| (t.as_str(), &payload[..])).collect();
+    let topic_names: Vec<String> = (0..topics).map(|n| format!("bench/d-{n}")).collect();
+    let payloads: Vec<Vec<u8>> = (0..count).map(payload).collect();
+    let messages: Vec<(&str, &[u8])> = payloads
+        .iter()
+        .enumerate()
+        .map(|(n, p)| (topic_names[n % topics].as_str(), &p[..]))
+        .collect();
     publish(broker.port, &messages);
-    let started = Instant::now();
-    let _topicrule = start(&broker, &store, &dir);
-    let deadline = started + Duration::from_secs(300);
-    while done(dir.path(), &store) < COUNT {
+    let topicrule = start(&broker, &store, &dir);
+    let connected = connected_at(&topicrule);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while done(dir.path(), &store) < count {
         assert!(
             Instant::now() < deadline,
             "{name}: not every message arrived"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let rate = COUNT as f64 / started.elapsed().as_secs_f64();
-    eprintln!("{name}: {COUNT} messages in {:?}", started.elapsed());
-    rate
+    let took = SystemTime::now().duration_since(connected).unwrap();
+    eprintln!("{name}: {count} messages in {took:?}");
+    count as f64 / took.as_secs_f64()
+}
+
+/// A 200-byte JSON message.
+fn payload(seq: usize) -> Vec<u8> {
+    let mut text =
+        format!(r#"{{"device":"pump-7","temp":21.5,"rpm":1200,"status":"ok","seq":{seq},"pad":""#);
+    text.push_str(&"x".repeat(198usize.saturating_sub(text.len())));
+    text.push_str(r#""}"#);
+    text.into_bytes()
+}
+
+/// When topicrule connected, from its log line's time stamp.
+fn connected_at(topicrule: &Topicrule) -> SystemTime {
+    let line = topicrule
+        .log
+        .iter()
+        .find(|l| l.contains("connected to the broker"))
+        .expect("topicrule logs its connection");
+    // Without the terminal's colour codes (ESC [ ... m), if any.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let stamp = plain.split_whitespace().next().expect("a time stamp");
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("the time stamp of `{line}`: {e}"))
+        .into()
 }
 
 fn start(broker: &Mosquitto, store: &S3Server, dir: &TempDir) -> Topicrule {

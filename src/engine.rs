@@ -6,6 +6,7 @@
 //! Invariant: each rule whose FROM filter matches the topic runs once per message, however
 //! many of its filters overlap; the payload is decoded once and shared by all of them.
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -25,16 +26,16 @@ pub struct Engine {
     /// Each rule's counters, by its index.
     metrics: Vec<RuleMetrics>,
     trie: FilterTrie<usize>,
-    by_name: HashMap<String, usize>,
+    by_name: HashMap<Arc<str>, usize>,
 }
 
 /// What one rule does with one message.
 #[derive(Debug)]
 pub struct Plan {
     pub rule: usize,
-    pub rule_name: String,
+    pub rule_name: Arc<str>,
     /// The rule's output message, as its actions send it.
-    pub output: Vec<u8>,
+    pub output: Bytes,
     /// The effects of the actions that expanded, with the action's AWS name.
     pub effects: Vec<(&'static str, Effect)>,
     /// The actions that failed to expand (a bad topic, a path out of the base directory).
@@ -90,7 +91,7 @@ impl Engine {
     /// set still has, by name.
     pub fn carry_counts_over(&self, old: &Engine) {
         for (rule, metrics) in self.rules.iter().zip(&self.metrics) {
-            if let Some(&before) = old.by_name.get(&rule.name) {
+            if let Some(&before) = old.by_name.get(&*rule.name) {
                 metrics.carry_over(&old.metrics[before]);
             }
         }
@@ -164,6 +165,7 @@ impl Engine {
             metrics.fired.inc();
             let mut output = Vec::new();
             evaluation.output.write_payload(&mut output, rule.version());
+            let output = Bytes::from(output);
             let mut effects = Vec::new();
             let mut failures = Vec::new();
             for action in &rule.actions {
@@ -215,7 +217,7 @@ impl Engine {
             rule_name: &rule.name,
             shadows: None,
         };
-        Some(action.prepare(&msg, &plan.vars, &document))
+        Some(action.prepare(&msg, &plan.vars, &document.into()))
     }
 }
 

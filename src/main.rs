@@ -291,7 +291,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for plan in &plans {
         let actions: Vec<_> = plan.effects.iter().map(|(_, e)| e.describe()).collect();
-        let mut line = serde_json::json!({"rule": plan.rule_name, "actions": actions});
+        let mut line = serde_json::json!({"rule": &*plan.rule_name, "actions": actions});
         if !plan.failures.is_empty() {
             line["failures"] = topicrule::engine::failures_json(&plan.failures);
         }
@@ -322,7 +322,7 @@ fn run_rule_tests(engine: &Engine, tests: &[rules::RuleTest]) -> anyhow::Result<
         );
         let fired = plans
             .iter()
-            .find(|p| test.rule.as_deref().is_none_or(|r| r == p.rule_name));
+            .find(|p| test.rule.as_deref().is_none_or(|r| r == &*p.rule_name));
         let got = fired.map(|p| {
             serde_json::from_slice::<serde_json::Value>(&p.output)
                 .map_err(|_| String::from_utf8_lossy(&p.output).into_owned())

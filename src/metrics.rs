@@ -345,7 +345,7 @@ impl Collector for Rules {
         for (name, help, count) in by_rule {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (rule, metrics) in rules() {
-                let labels = [("rule", rule.name.as_str())];
+                let labels = [("rule", &*rule.name)];
                 ConstCounter::new(count(metrics).get()).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -364,7 +364,7 @@ impl Collector for Rules {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (rule, metrics) in rules() {
                 for action in metrics.actions.iter() {
-                    let labels = [("rule", rule.name.as_str()), ("action", action.kind)];
+                    let labels = [("rule", &*rule.name), ("action", action.kind)];
                     ConstCounter::new(count(action).get())
                         .encode(family.encode_family(&labels)?)?;
                 }

@@ -283,7 +283,7 @@ pub struct Doing {
     pub topic: String,
     pub since: Instant,
     /// The rule and action it is on, and since when.
-    pub step: Option<(String, &'static str, Instant)>,
+    pub step: Option<(Arc<str>, &'static str, Instant)>,
     /// Whether that action is being retried after a failure of its sink: a known wait,
     /// not a stall.
     pub retrying: bool,
@@ -302,10 +302,10 @@ impl Activity {
         id
     }
 
-    fn step(&self, id: u64, rule: &str, action: &'static str, retrying: bool) {
+    fn step(&self, id: u64, rule: &Arc<str>, action: &'static str, retrying: bool) {
         if let Some(doing) = self.lock().get_mut(&id) {
             if !matches!(&doing.step, Some((r, a, _)) if r == rule && *a == action) {
-                doing.step = Some((rule.to_owned(), action, Instant::now()));
+                doing.step = Some((rule.clone(), action, Instant::now()));
             }
             doing.retrying = retrying;
         }

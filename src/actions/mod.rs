@@ -24,6 +24,7 @@ pub mod s3_batch;
 pub mod s3_store;
 
 use crate::sql::{Message, Value};
+use bytes::Bytes;
 use file::FileAppend;
 use republish::Republish;
 use s3::S3Put;
@@ -77,12 +78,13 @@ impl ActionError {
 }
 
 impl ActionSpec {
-    /// Expands the action for one message. `output` is the rule's output payload.
+    /// Expands the action for one message. `output` is the rule's output payload (shared:
+    /// a republish sends it without a copy).
     pub fn prepare(
         &self,
         msg: &Message,
         vars: &[Value],
-        output: &[u8],
+        output: &Bytes,
     ) -> Result<Effect, ActionError> {
         match self {
             ActionSpec::Republish(r) => {

@@ -2,6 +2,7 @@
 //! topics too, written `$$aws/...`), at QoS 0 or 1, with AWS's MQTT 5 headers.
 
 use base64::Engine as _;
+use bytes::Bytes;
 
 use super::ActionError;
 use crate::sql::{Message, Value};
@@ -35,7 +36,7 @@ pub struct Headers {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PublishRequest {
     pub topic: String,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     pub qos: u8,
     pub retain: bool,
     pub content_type: Option<String>,
@@ -77,7 +78,7 @@ pub fn prepare(
     action: &Republish,
     msg: &Message,
     vars: &[Value],
-    output: &[u8],
+    output: &Bytes,
 ) -> Result<PublishRequest, ActionError> {
     let topic = action.topic.expand(msg, vars);
     if let Err(e) = crate::topic::validate_topic(&topic) {
@@ -118,7 +119,7 @@ pub fn prepare(
     };
     Ok(PublishRequest {
         topic,
-        payload: output.to_vec(),
+        payload: output.clone(),
         qos: action.qos,
         retain: action.retain,
         content_type: expand(&h.content_type),

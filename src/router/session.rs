@@ -203,7 +203,7 @@ mod tests {
     fn request(qos: u8) -> PublishRequest {
         PublishRequest {
             topic: "a/b".into(),
-            payload: b"{\"x\":1}".to_vec(),
+            payload: bytes::Bytes::from_static(b"{\"x\":1}"),
             qos,
             ..PublishRequest::default()
         }

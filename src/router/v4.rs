@@ -9,7 +9,7 @@
 //!   instead;
 //! - republish `headers` and the incoming MQTT 5 properties: dropped, with a warning at start.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rumqttc::mqttbytes::Error;
 use rumqttc::{
     ConnectReturnCode, Login, Packet, Protocol, Publish, QoS, Subscribe, SubscribeFilter,
@@ -106,7 +106,7 @@ pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Res
         retain: req.retain,
         topic: req.topic,
         pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
-        payload: Bytes::from(req.payload),
+        payload: req.payload,
     };
     Packet::Publish(publish)
         .write(buf, MAX_PACKET)

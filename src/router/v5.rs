@@ -128,7 +128,7 @@ pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Res
         retain: req.retain,
         topic: Bytes::from(req.topic.into_bytes()),
         pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
-        payload: Bytes::from(req.payload),
+        payload: req.payload,
         properties: has_properties.then_some(properties),
     };
     Packet::Publish(publish)

@@ -62,7 +62,7 @@ pub fn build(
     match query {
         Some(query) if errors.is_empty() => {
             let rule = draft.enabled.then(|| Rule {
-                name: draft.name.value,
+                name: draft.name.value.into(),
                 query,
                 actions,
                 error_action,

@@ -24,7 +24,7 @@ use crate::sql::{Query, SqlVersion};
 #[derive(Debug)]
 pub struct Rule {
     /// Unique in the rule set: `[A-Za-z0-9_]+`, as AWS requires.
-    pub name: String,
+    pub name: Arc<str>,
     pub query: Query,
     pub actions: Vec<ActionSpec>,
     pub error_action: Option<ActionSpec>,

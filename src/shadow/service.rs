@@ -106,7 +106,7 @@ impl Shadows {
         let request = parse(topic)?;
         let answer = |suffix: &str, payload: Vec<u8>| PublishRequest {
             topic: format!("{topic}/{suffix}"),
-            payload,
+            payload: payload.into(),
             qos: 1,
             ..PublishRequest::default()
         };

@@ -55,11 +55,12 @@ impl std::fmt::Debug for dyn ShadowReader + '_ {
     }
 }
 
-/// The result of a rule that fired: the output message, and the SET variables that the
-/// action templates may read.
+/// The result of a rule that fired: the output message (the payload itself for `SELECT *`
+/// on a JSON object: nothing copied), and the SET variables that the action templates may
+/// read.
 #[derive(Clone, Debug)]
-pub struct Evaluation {
-    pub output: Value,
+pub struct Evaluation<'p> {
+    pub output: Cow<'p, Value>,
     pub vars: Vec<Value>,
 }
 
@@ -73,7 +74,7 @@ pub struct Env<'a> {
 impl Query {
     /// Runs the statement on a message whose topic already matched FROM. `None` when WHERE
     /// is not `true`.
-    pub fn evaluate(&self, msg: &Message) -> Option<Evaluation> {
+    pub fn evaluate<'p>(&self, msg: &Message<'p>) -> Option<Evaluation<'p>> {
         let mut vars = Vec::with_capacity(self.set.len());
         for (_, expr) in &self.set {
             let value = {
@@ -106,16 +107,18 @@ fn is_true(value: &Value) -> bool {
     value.to_bool() == Conv::Ok(true)
 }
 
-/// Builds the output of a SELECT list for one row.
-pub fn select(select: &CSelect, env: &Env, row: &Value) -> Value {
+/// Builds the output of a SELECT list for one row; `SELECT *` alone on an object or on
+/// bytes is the row itself.
+pub fn select<'v>(select: &CSelect, env: &Env, row: &'v Value) -> Cow<'v, Value> {
     if select.value {
-        return match select.items.first() {
+        return Cow::Owned(match select.items.first() {
             Some(CItem::Expr { expr, .. }) => eval(expr, env, row).into_owned(),
             _ => Value::Undefined,
-        };
+        });
     }
-    if let ([CItem::Wildcard], Value::Binary(bytes)) = (select.items.as_slice(), row) {
-        return Value::Binary(bytes.clone());
+    if let ([CItem::Wildcard], Value::Binary(_) | Value::Object(_)) = (select.items.as_slice(), row)
+    {
+        return Cow::Borrowed(row);
     }
     let mut out = Object::default();
     for item in &select.items {
@@ -131,7 +134,7 @@ pub fn select(select: &CSelect, env: &Env, row: &Value) -> Value {
             }
         }
     }
-    Value::Object(out)
+    Cow::Owned(Value::Object(out))
 }
 
 /// Puts `value` under `a.b.c`, creating or merging the objects on the way.
@@ -259,7 +262,7 @@ pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value>
                         .as_ref()
                         .is_none_or(|c| is_true(&eval(c, env, single)));
                     let out = if passes {
-                        self::select(&query.select, env, single)
+                        self::select(&query.select, env, single).into_owned()
                     } else {
                         Value::Undefined
                     };
@@ -273,7 +276,7 @@ pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value>
                         continue;
                     }
                 }
-                out.push(self::select(&query.select, env, element));
+                out.push(self::select(&query.select, env, element).into_owned());
             }
             Cow::Owned(Value::Array(out))
         }
