@@ -87,7 +87,7 @@ fn line_start(text: &str, offset: usize) -> usize {
 
 /// The byte range of the table that holds `offset`: from its header line (or the file's
 /// start) to the next header line.
-fn table_of(text: &str, offset: usize) -> Range<usize> {
+pub fn table_of(text: &str, offset: usize) -> Range<usize> {
     let headers: Vec<usize> = line_starts(text).filter(|&s| is_header(text, s)).collect();
     let start = headers
         .iter()

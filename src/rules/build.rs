@@ -226,6 +226,7 @@ fn build_action(
             errors.push(DraftError::new(action.span, message.clone()));
             None
         }
+        ActionKind::Unreadable => None,
     }
 }
 

@@ -179,6 +179,9 @@ pub enum ActionKind {
     Unsupported(String),
     /// Zero or several kinds in one action table.
     Malformed(String),
+    /// A key of the action could not be read: its error is reported already, and the file
+    /// refused with it.
+    Unreadable,
 }
 
 /// A `batch = { ... }` table as written.

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::draft::{
     ActionDraft, ActionKind, BatchDraft, Draft, DraftError, HeadersDraft, Located, TestDraft,
+    AWS_ONLY_ACTIONS,
 };
 use crate::sql::ast::Span;
 use crate::sql::SqlVersion;
@@ -72,47 +73,80 @@ fn yes() -> bool {
     true
 }
 
-/// One action: exactly one of the keys. The AWS-only kinds are listed so that they get a
-/// clear "cannot run" error rather than "unknown field".
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One action: exactly one of the keys. The AWS-only kinds (`AWS_ONLY_ACTIONS`) are
+/// taken too, so that they get a clear "cannot run" error rather than "unknown field".
+#[derive(Default)]
 struct RawAction {
     republish: Option<RawRepublish>,
     file: Option<RawFileAction>,
     s3: Option<RawS3>,
-    lambda: Option<IgnoredAny>,
-    #[serde(rename = "dynamoDB")]
-    dynamo_db: Option<IgnoredAny>,
-    #[serde(rename = "dynamoDBv2")]
-    dynamo_db_v2: Option<IgnoredAny>,
-    kinesis: Option<IgnoredAny>,
-    firehose: Option<IgnoredAny>,
-    sns: Option<IgnoredAny>,
-    sqs: Option<IgnoredAny>,
-    #[serde(rename = "cloudwatchMetric")]
-    cloudwatch_metric: Option<IgnoredAny>,
-    #[serde(rename = "cloudwatchAlarm")]
-    cloudwatch_alarm: Option<IgnoredAny>,
-    #[serde(rename = "cloudwatchLogs")]
-    cloudwatch_logs: Option<IgnoredAny>,
-    elasticsearch: Option<IgnoredAny>,
-    #[serde(rename = "openSearch")]
-    open_search: Option<IgnoredAny>,
-    http: Option<IgnoredAny>,
-    #[serde(rename = "iotAnalytics")]
-    iot_analytics: Option<IgnoredAny>,
-    #[serde(rename = "iotEvents")]
-    iot_events: Option<IgnoredAny>,
-    #[serde(rename = "iotSiteWise")]
-    iot_site_wise: Option<IgnoredAny>,
-    #[serde(rename = "stepFunctions")]
-    step_functions: Option<IgnoredAny>,
-    timestream: Option<IgnoredAny>,
-    kafka: Option<IgnoredAny>,
-    location: Option<IgnoredAny>,
-    salesforce: Option<IgnoredAny>,
-    #[serde(rename = "influxDB")]
-    influx_db: Option<IgnoredAny>,
+    aws_only: Vec<&'static str>,
+}
+
+/// The kinds topicrule runs, as an unknown key's error lists them.
+const RUNNABLE: &[&str] = &["republish", "file", "s3"];
+
+/// An action's key. Unknown keys fail here, as the key is read: the error points at it.
+enum Kind {
+    Republish,
+    File,
+    S3,
+    AwsOnly(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an action kind")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Kind, E> {
+                Ok(match name {
+                    "republish" => Kind::Republish,
+                    "file" => Kind::File,
+                    "s3" => Kind::S3,
+                    other => match AWS_ONLY_ACTIONS.iter().find(|known| **known == other) {
+                        Some(known) => Kind::AwsOnly(known),
+                        None => return Err(E::unknown_field(other, RUNNABLE)),
+                    },
+                })
+            }
+        }
+        deserializer.deserialize_identifier(Name)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Kinds;
+        impl<'de> serde::de::Visitor<'de> for Kinds {
+            type Value = RawAction;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an action table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawAction, A::Error> {
+                let mut action = RawAction::default();
+                while let Some(kind) = map.next_key::<Kind>()? {
+                    match kind {
+                        Kind::Republish => action.republish = Some(map.next_value()?),
+                        Kind::File => action.file = Some(map.next_value()?),
+                        Kind::S3 => action.s3 = Some(map.next_value()?),
+                        Kind::AwsOnly(name) => {
+                            map.next_value::<IgnoredAny>()?;
+                            action.aws_only.push(name);
+                        }
+                    }
+                }
+                Ok(action)
+            }
+        }
+        deserializer.deserialize_map(Kinds)
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,7 +257,11 @@ pub fn parse(text: &str) -> (Vec<Draft>, Vec<TestDraft>, Vec<DraftError>) {
             .with_hint("add a `[[rule]]` table with a `name` and a `sql`");
         return (Vec::new(), Vec::new(), vec![error]);
     }
-    let drafts = file.rule.iter().map(|rule| draft(text, rule)).collect();
+    let drafts = file
+        .rule
+        .iter()
+        .map(|rule| draft(text, rule, &errors))
+        .collect();
     let tests = file
         .test
         .iter()
@@ -267,7 +305,9 @@ fn test(raw: &Spanned<RawTest>, errors: &mut Vec<DraftError>) -> Option<TestDraf
     })
 }
 
-fn draft(text: &str, rule: &Spanned<RawRule>) -> Draft {
+/// `errors`: those found while reading, so that an action that lost its key to one is not
+/// reported again as empty.
+fn draft(text: &str, rule: &Spanned<RawRule>, errors: &[DraftError]) -> Draft {
     let raw = rule.get_ref();
     Draft {
         name: located(text, &raw.name),
@@ -275,12 +315,16 @@ fn draft(text: &str, rule: &Spanned<RawRule>) -> Draft {
         sql_version: raw.sql_version.as_ref().map(|v| located(text, v)),
         default_version: SqlVersion::V2016_03_23,
         enabled: raw.enabled,
-        actions: raw.actions.iter().map(|a| action(text, a)).collect(),
-        error_action: raw.error_action.as_ref().map(|a| action(text, a)),
+        actions: raw
+            .actions
+            .iter()
+            .map(|a| action(text, a, errors))
+            .collect(),
+        error_action: raw.error_action.as_ref().map(|a| action(text, a, errors)),
     }
 }
 
-fn action(text: &str, action: &Spanned<RawAction>) -> ActionDraft {
+fn action(text: &str, action: &Spanned<RawAction>, errors: &[DraftError]) -> ActionDraft {
     let raw = action.get_ref();
     let mut kinds = Vec::new();
     if let Some(r) = &raw.republish {
@@ -320,38 +364,21 @@ fn action(text: &str, action: &Spanned<RawAction>) -> ActionDraft {
             compression: opt(&s3.compression),
         });
     }
-    let aws_only = [
-        ("lambda", raw.lambda.is_some()),
-        ("dynamoDB", raw.dynamo_db.is_some()),
-        ("dynamoDBv2", raw.dynamo_db_v2.is_some()),
-        ("kinesis", raw.kinesis.is_some()),
-        ("firehose", raw.firehose.is_some()),
-        ("sns", raw.sns.is_some()),
-        ("sqs", raw.sqs.is_some()),
-        ("cloudwatchMetric", raw.cloudwatch_metric.is_some()),
-        ("cloudwatchAlarm", raw.cloudwatch_alarm.is_some()),
-        ("cloudwatchLogs", raw.cloudwatch_logs.is_some()),
-        ("elasticsearch", raw.elasticsearch.is_some()),
-        ("openSearch", raw.open_search.is_some()),
-        ("http", raw.http.is_some()),
-        ("iotAnalytics", raw.iot_analytics.is_some()),
-        ("iotEvents", raw.iot_events.is_some()),
-        ("iotSiteWise", raw.iot_site_wise.is_some()),
-        ("stepFunctions", raw.step_functions.is_some()),
-        ("timestream", raw.timestream.is_some()),
-        ("kafka", raw.kafka.is_some()),
-        ("location", raw.location.is_some()),
-        ("salesforce", raw.salesforce.is_some()),
-        ("influxDB", raw.influx_db.is_some()),
-    ];
     kinds.extend(
-        aws_only
+        raw.aws_only
             .iter()
-            .filter(|(_, set)| *set)
-            .map(|(name, _)| ActionKind::Unsupported((*name).to_owned())),
+            .map(|name| ActionKind::Unsupported((*name).to_owned())),
     );
     let kind = match kinds.len() {
         1 => kinds.pop().unwrap_or(ActionKind::Malformed(String::new())),
+        // Its table (`[[rule.actions]]`) or inline table holds an error found on reading.
+        0 if errors.iter().any(|e| {
+            action.span().contains(&e.span.start)
+                || crate::toml_read::table_of(text, e.span.start).start == action.span().start
+        }) =>
+        {
+            ActionKind::Unreadable
+        }
         0 => ActionKind::Malformed("an action needs one kind: `republish`, `s3` or `file`".into()),
         _ => ActionKind::Malformed(
             "an action has exactly one kind; split it into several `[[rule.actions]]`".into(),
@@ -376,5 +403,58 @@ fn headers(text: &str, h: &RawHeaders) -> HeadersDraft {
             .iter()
             .map(|p| (p.key.clone(), located(text, &p.value)))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(action: &str) -> (Vec<ActionKind>, Vec<DraftError>) {
+        let text = format!(
+            "[[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 'a'\"\n[[rule.actions]]\n{action}\n"
+        );
+        let (drafts, _, errors) = parse(&text);
+        let kinds = drafts
+            .into_iter()
+            .flat_map(|d| d.actions)
+            .map(|a| a.kind)
+            .collect();
+        (kinds, errors)
+    }
+
+    #[test]
+    fn an_aws_only_action_is_read_as_such() {
+        for name in AWS_ONLY_ACTIONS {
+            let (kinds, errors) = kinds(&format!("{name} = {{ any = 1 }}"));
+            assert!(errors.is_empty(), "{name}: {errors:?}");
+            assert!(
+                matches!(kinds.as_slice(), [ActionKind::Unsupported(n)] if n == name),
+                "{name}: {kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_action_names_the_kinds_that_run_at_its_place() {
+        let (kinds, errors) = kinds(r#"republsh = { topic = "b" }"#);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        // Not reported again as an action without a kind.
+        assert!(
+            matches!(kinds.as_slice(), [ActionKind::Unreadable]),
+            "{kinds:?}"
+        );
+        let error = &errors[0];
+        assert!(
+            error.message.contains("unknown field `republsh`")
+                && error.message.contains("`republish`, `file`, `s3`"),
+            "{}",
+            error.message
+        );
+        // Line 5, where the key is.
+        assert_eq!(
+            error.span.start,
+            "[[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 'a'\"\n[[rule.actions]]\n".len()
+        );
     }
 }
