@@ -3,7 +3,8 @@
 //! - `ast`: the syntax tree, with spans; `parse`: text to tree (nom);
 //! - `compile`: tree to [`Query`], resolving functions once and reporting every error;
 //! - `eval`: a pure function from a message to the rule's output;
-//! - `value`: the value type and the reference's conversion tables;
+//! - `value`: the value type and the reference's conversion tables (`value::number`: number
+//!   text as AWS reads and writes it; `value::de`: JSON decoded into values);
 //! - `functions`: the built-in functions.
 
 pub mod ast;
