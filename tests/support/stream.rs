@@ -29,7 +29,9 @@ pub fn seqs_in(text: &str) -> Vec<usize> {
 
 /// Publishes `count` messages at QoS 1 on `in/0` .. `in/<topics-1>` (message `seq` on topic
 /// `seq % topics`) at about `rate` a second. A message is done when the broker acknowledged
-/// it; when the connection is lost, every message not acknowledged is published again.
+/// it; when the connection is lost, every message not acknowledged is published again, and
+/// so is every message still not acknowledged after `STALE` without any acknowledgement (a
+/// retransmission of rumqttc's after a reconnect can leave a message no longer tracked).
 pub struct Publisher {
     pub acked: Arc<AtomicUsize>,
     pub resent: Arc<AtomicUsize>,
@@ -72,9 +74,19 @@ impl Publisher {
         }
     }
 
-    /// Waits until every message was acknowledged.
+    /// Waits until every message was acknowledged (at most a minute).
     pub fn finish(mut self) {
-        self.thread.take().unwrap().join().unwrap();
+        let thread = self.thread.take().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !thread.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the publisher did not finish: the broker acknowledged {} messages",
+                self.acked()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        thread.join().unwrap();
     }
 }
 
@@ -87,6 +99,7 @@ async fn publish(
     resent: Arc<AtomicUsize>,
 ) {
     const HANDED: usize = 100;
+    const STALE: Duration = Duration::from_secs(2);
     let options = MqttOptions::new(format!("stream-pub-{}", free_port()), "127.0.0.1", port);
     let (client, mut events) = AsyncClient::new(options, HANDED);
     let mut to_send: VecDeque<usize> = (0..count).collect();
@@ -96,9 +109,18 @@ async fn publish(
     let mut connected = false;
     let burst = (rate / 100).max(1) as usize;
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let mut last_ack = std::time::Instant::now();
     while done.len() < count {
         tokio::select! {
             _ = ticks.tick(), if connected => {
+                if to_send.is_empty() && last_ack.elapsed() > STALE {
+                    let lost: Vec<usize> = (0..count).filter(|s| !done.contains(s)).collect();
+                    resent.fetch_add(lost.len(), Ordering::Relaxed);
+                    unsent.clear();
+                    by_pkid.clear();
+                    to_send.extend(lost);
+                    last_ack = std::time::Instant::now();
+                }
                 for _ in 0..burst {
                     if unsent.len() >= HANDED {
                         break;
@@ -115,13 +137,17 @@ async fn publish(
                 }
             }
             event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => connected = true,
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    last_ack = std::time::Instant::now();
+                }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(seq) = unsent.pop_front() {
                         by_pkid.insert(pkid, seq);
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    last_ack = std::time::Instant::now();
                     if let Some(seq) = by_pkid.remove(&ack.pkid) {
                         done.insert(seq);
                         acked.store(done.len(), Ordering::Relaxed);
