@@ -6,11 +6,11 @@
 //! Invariant: each rule whose FROM filter matches the topic runs once per message, however
 //! many of its filters overlap; the payload is decoded once and shared by all of them.
 
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::Bytes;
 
 use crate::actions::{ActionError, ActionSpec, Effect};
 use crate::metrics::RuleMetrics;

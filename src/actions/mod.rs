@@ -23,8 +23,9 @@ pub mod s3;
 pub mod s3_batch;
 pub mod s3_store;
 
-use crate::sql::{Message, Value};
 use bytes::Bytes;
+
+use crate::sql::{Message, Value};
 use file::FileAppend;
 use republish::Republish;
 use s3::S3Put;
