@@ -32,7 +32,8 @@
 //! s3s-fs) added, each `max` at QoS 1 against the republishing topicrule of the same run.
 //!
 //! Every figure is printed beside its baseline with their ratio: absolute figures move from
-//! run to run on a shared machine; the ratios much less. Needs mosquitto, as the tests do.
+//! run to run on a shared machine; the ratios much less. Needs mosquitto and s3s-fs, as the
+//! tests do.
 //! `cargo bench --bench e2e`; under `cargo test` it does nothing.
 
 #[path = "../tests/support/mod.rs"]
