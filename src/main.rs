@@ -467,7 +467,7 @@ fn print_errors(origin: &str, source: &str, errors: &[SqlError]) {
             span: error.span,
             message: &error.message,
             hint: error.hint.as_deref(),
-            warning: false,
+            warning: error.warning,
         };
         eprint!("{}", diagnostic.render());
     }

@@ -98,9 +98,7 @@ fn check_name(name: &Located, seen: &[(String, PathBuf)], errors: &mut Vec<Draft
 fn located_error(holder: &Located, e: SqlError) -> DraftError {
     DraftError {
         span: holder.inner(e.span),
-        message: e.message,
-        hint: e.hint,
-        warning: false,
+        ..e
     }
 }
 

@@ -202,38 +202,11 @@ pub struct HeadersDraft {
     pub user_properties: Vec<(String, Located)>,
 }
 
-/// An error found while reading or validating a file, before it knows its file.
-#[derive(Debug, Clone)]
-pub struct DraftError {
-    pub span: Span,
-    pub message: String,
-    pub hint: Option<String>,
-    /// A warning: the rule still loads.
-    pub warning: bool,
-}
+/// An error found while reading or validating a file, before it knows its file: the same
+/// type as the language's errors, which it often carries (moved to the place in the file).
+pub type DraftError = crate::sql::SqlError;
 
 impl DraftError {
-    pub fn new(span: Span, message: impl Into<String>) -> DraftError {
-        DraftError {
-            span,
-            message: message.into(),
-            hint: None,
-            warning: false,
-        }
-    }
-
-    pub fn warning(span: Span, message: impl Into<String>) -> DraftError {
-        DraftError {
-            warning: true,
-            ..DraftError::new(span, message)
-        }
-    }
-
-    pub fn with_hint(mut self, hint: impl Into<String>) -> DraftError {
-        self.hint = Some(hint.into());
-        self
-    }
-
     pub fn into_rule_error(self, path: &Path, source: &Arc<str>) -> RuleError {
         RuleError {
             path: path.to_owned(),

@@ -2,16 +2,19 @@
 
 use super::ast::Span;
 
-/// An error in a statement: where it is, what is wrong, and what might fix it.
+/// An error in a text (a statement, a template; as `rules::DraftError`, a rule file): where
+/// it is, what is wrong, and what might fix it.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct SqlError {
-    /// The byte span in the statement text that the error points at.
+    /// The byte span in the text that the error points at.
     pub span: Span,
     /// What is wrong: lowercase, no final period, no position.
     pub message: String,
     /// A suggestion, shown under the caret: "did you mean `upper`?"
     pub hint: Option<String>,
+    /// A warning: what it is about still loads and runs.
+    pub warning: bool,
 }
 
 impl SqlError {
@@ -20,6 +23,14 @@ impl SqlError {
             span,
             message: message.into(),
             hint: None,
+            warning: false,
+        }
+    }
+
+    pub fn warning(span: Span, message: impl Into<String>) -> SqlError {
+        SqlError {
+            warning: true,
+            ..SqlError::new(span, message)
         }
     }
 
