@@ -200,11 +200,22 @@ pub async fn run(
     // A task of its own, not the caller's future: a wake-up from the publishing task then
     // only queues it behind that task, where waking the caller's `block_on` future would
     // make the runtime poll its driver (one `epoll_wait` more per message).
-    let subscribed = tokio::spawn(subscriber.run(shutdown)).await;
+    // S3 batch uploads stop at SIGTERM too, within the same grace as the messages in flight
+    // (one after the other, a stop could take twice the grace).
+    let uploads = tokio::spawn({
+        let (worker, stop) = (worker.clone(), shutdown.clone());
+        async move {
+            stop.cancelled().await;
+            worker.s3.spool().close(grace).await;
+        }
+    });
+    let subscribed = tokio::spawn(subscriber.run(shutdown.clone())).await;
     watchdog.abort();
     close.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;
-    worker.s3.spool().close(grace).await;
+    // The subscriber also ends on its own (a refused first connection): stop them then.
+    shutdown.cancel();
+    let _ = uploads.await;
     match subscribed {
         Ok(Err(refused)) => Err(anyhow::anyhow!(refused)),
         _ => Ok(stats),
