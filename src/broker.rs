@@ -63,11 +63,16 @@ pub enum BrokerError {
     },
 }
 
+/// The first line of the broker's error (the rest repeats its causes).
+fn first_line(e: &mqtt5::error::MqttError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     handle: BrokerShutdownHandle,
-    task: JoinHandle<Result<(), String>>,
+    task: JoinHandle<Result<(), mqtt5::error::MqttError>>,
 }
 
 impl EmbeddedBroker {
@@ -86,7 +91,7 @@ impl EmbeddedBroker {
             .await
             .map_err(|e| BrokerError::Start {
                 addr,
-                message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+                message: first_line(&e),
             })?;
         let _ = presence.router.set(broker.router());
         let addr = broker.local_addr().unwrap_or(addr);
@@ -97,7 +102,7 @@ impl EmbeddedBroker {
             if let Err(e) = &result {
                 tracing::error!("the embedded broker stopped: {e}");
             }
-            result.map_err(|e| e.to_string())
+            result
         });
         // It reads its stored sessions before it accepts anyone: a data directory it
         // cannot read is an error at start too, not a router retrying forever.
@@ -105,7 +110,7 @@ impl EmbeddedBroker {
             Ok(_) = ready.wait_for(|ready| *ready) => {}
             result = &mut task => {
                 let message = match result {
-                    Ok(Err(message)) => message,
+                    Ok(Err(e)) => first_line(&e),
                     _ => "it stopped before accepting connections".to_owned(),
                 };
                 return Err(BrokerError::Start { addr, message });

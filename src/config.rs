@@ -174,16 +174,19 @@ pub enum Protocol {
     V311,
 }
 
-impl std::str::FromStr for Protocol {
-    type Err = String;
+/// An MQTT version topicrule does not speak.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an MQTT version topicrule speaks: \"5\" or \"3.1.1\"")]
+pub struct UnknownProtocol(String);
 
-    fn from_str(s: &str) -> Result<Protocol, String> {
+impl std::str::FromStr for Protocol {
+    type Err = UnknownProtocol;
+
+    fn from_str(s: &str) -> Result<Protocol, UnknownProtocol> {
         match s {
             "5" | "5.0" => Ok(Protocol::V5),
             "3.1.1" => Ok(Protocol::V311),
-            _ => Err(format!(
-                "`{s}` is not an MQTT version topicrule speaks: \"5\" or \"3.1.1\""
-            )),
+            _ => Err(UnknownProtocol(s.to_owned())),
         }
     }
 }
@@ -491,9 +494,9 @@ impl Settings {
             }
         }
         if let Some(p) = get("TOPICRULE_BROKER_PROTOCOL") {
-            b.protocol = p.parse().map_err(|message| SettingsError::Env {
+            b.protocol = p.parse().map_err(|e: UnknownProtocol| SettingsError::Env {
                 name: "TOPICRULE_BROKER_PROTOCOL".into(),
-                message,
+                message: e.to_string(),
             })?;
         }
         if let Some(group) = get("TOPICRULE_BROKER_SHARED_GROUP") {

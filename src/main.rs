@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use topicrule::broker::EmbeddedBroker;
 use topicrule::config::Settings;
-use topicrule::diagnostic::Diagnostic;
 use topicrule::engine::Engine;
 use topicrule::sql::{self, Message, SqlError, SqlVersion, Value};
 use topicrule::template::Template;
@@ -127,7 +126,7 @@ struct EvalArgs {
     #[command(flatten)]
     payload: PayloadArgs,
     /// The SQL version of the rule.
-    #[arg(long, default_value = "2016-03-23", value_parser = parse_version)]
+    #[arg(long, default_value = "2016-03-23", value_parser = clap::value_parser!(SqlVersion))]
     sql_version: SqlVersion,
     /// The publisher's client id, as clientid() returns it.
     #[arg(long)]
@@ -161,10 +160,6 @@ struct TestPayloadArgs {
     /// Read the message payload from a file (bytes, JSON or not).
     #[arg(long)]
     payload_file: Option<PathBuf>,
-}
-
-fn parse_version(s: &str) -> Result<SqlVersion, String> {
-    s.parse()
 }
 
 impl PayloadArgs {
@@ -461,15 +456,7 @@ async fn wait_for_signal() {
 
 fn print_errors(origin: &str, source: &str, errors: &[SqlError]) {
     for error in errors {
-        let diagnostic = Diagnostic {
-            origin,
-            source,
-            span: error.span,
-            message: &error.message,
-            hint: error.hint.as_deref(),
-            warning: error.warning,
-        };
-        eprint!("{}", diagnostic.render());
+        eprint!("{}", error.diagnostic(origin, source).render());
     }
 }
 

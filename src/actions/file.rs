@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use base64::Engine as _;
 use tokio::sync::oneshot;
@@ -127,7 +127,29 @@ struct Append {
 }
 
 /// Where the appending thread tells how an append went.
-type Done = oneshot::Sender<Result<(), String>>;
+type Done = oneshot::Sender<Result<(), FileError>>;
+
+/// Why lines could not be appended: the step that failed, on which file. One error
+/// answers every message whose line was in that write (hence the shared `io::Error`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot {step} `{}`: {source}", path.display())]
+pub struct FileError {
+    step: &'static str,
+    path: PathBuf,
+    #[source]
+    source: Arc<std::io::Error>,
+}
+
+impl FileError {
+    /// The error of `step` on `path`, to give to `map_err`.
+    fn of<'p>(step: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> FileError + 'p {
+        move |e| FileError {
+            step,
+            path: path.to_owned(),
+            source: Arc::new(e),
+        }
+    }
+}
 
 impl Files {
     /// Starts the appending thread for files under `base`. It ends when every handle is
@@ -153,7 +175,7 @@ impl Files {
             return Err(fail("the file writer has stopped".into()));
         }
         match result.await {
-            Ok(result) => result.map_err(fail),
+            Ok(result) => result.map_err(|e| fail(e.to_string())),
             Err(_) => Err(fail("the file writer has stopped".into())),
         }
     }
@@ -196,7 +218,7 @@ struct Pending {
     path: PathBuf,
     lines: Vec<u8>,
     waiting: Vec<Done>,
-    result: Result<(), String>,
+    result: Result<(), FileError>,
 }
 
 /// Past this many files written in one round, one `syncfs` per file system syncs them
@@ -228,12 +250,12 @@ impl<'a> OpenFiles<'a> {
     }
 
     /// Writes `lines` at the end of the file.
-    fn write(&mut self, path: &Path, lines: &[u8]) -> Result<(), String> {
+    fn write(&mut self, path: &Path, lines: &[u8]) -> Result<(), FileError> {
         let full = self.base.join(path);
         let result = self.file(path, &full).and_then(|open| {
             (&open.file)
                 .write_all(lines)
-                .map_err(|e| format!("cannot append to `{}`: {e}", full.display()))
+                .map_err(FileError::of("append to", &full))
         });
         if result.is_err() {
             self.files.remove(path); // Opened again on the next append.
@@ -245,17 +267,17 @@ impl<'a> OpenFiles<'a> {
     /// else with one `syncfs` per file system (one journal commit for all of them).
     fn sync(&mut self, pending: &mut [Pending]) {
         let written = pending.iter().filter(|p| p.result.is_ok()).count();
-        let mut synced: HashMap<u64, Result<(), String>> = HashMap::new();
+        let mut synced: HashMap<u64, Result<(), FileError>> = HashMap::new();
         for p in pending.iter_mut().filter(|p| p.result.is_ok()) {
             let Some(open) = self.files.get(&p.path) else {
                 continue;
             };
-            let full = || self.base.join(&p.path).display().to_string();
+            let full = self.base.join(&p.path);
             p.result = if written <= SYNC_EACH_MAX {
                 match open.file.sync_data() {
                     // A file that cannot be synced (a device, a pipe) has nothing to sync.
                     Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => {
-                        Err(format!("cannot sync `{}`: {e}", full()))
+                        Err(FileError::of("sync", &full)(e))
                     }
                     _ => Ok(()),
                 }
@@ -263,9 +285,8 @@ impl<'a> OpenFiles<'a> {
                 synced
                     .entry(open.device)
                     .or_insert_with(|| {
-                        rustix::fs::syncfs(&open.file).map_err(|e| {
-                            format!("cannot sync the file system of `{}`: {e}", full())
-                        })
+                        rustix::fs::syncfs(&open.file)
+                            .map_err(|e| FileError::of("sync the file system of", &full)(e.into()))
                     })
                     .clone()
             };
@@ -277,7 +298,7 @@ impl<'a> OpenFiles<'a> {
 
     /// The file open at `path`; opened (its directories created) unless it is open and
     /// still the file at that path.
-    fn file(&mut self, path: &Path, full: &Path) -> Result<&mut OpenFile, String> {
+    fn file(&mut self, path: &Path, full: &Path) -> Result<&mut OpenFile, FileError> {
         self.clock += 1;
         let current = self
             .files
@@ -291,19 +312,15 @@ impl<'a> OpenFiles<'a> {
                 }
             }
             if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    format!("cannot create the directory of `{}`: {e}", full.display())
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(FileError::of("create the directory of", full))?;
             }
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(full)
-                .map_err(|e| format!("cannot open `{}`: {e}", full.display()))?;
-            let device = file
-                .metadata()
-                .map_err(|e| format!("cannot read `{}`: {e}", full.display()))?
-                .dev();
+                .map_err(FileError::of("open", full))?;
+            let device = file.metadata().map_err(FileError::of("read", full))?.dev();
             let open = OpenFile {
                 file,
                 device,

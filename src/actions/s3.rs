@@ -107,31 +107,36 @@ impl PutRequest {
     }
 }
 
+/// Why a key is not one topicrule writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the s3 key is empty")]
+    Empty,
+    #[error("the s3 key is {0} bytes long; S3 allows {MAX_KEY}")]
+    TooLong(usize),
+    #[error("the s3 key `{}` holds a NUL character", .0.escape_debug())]
+    Nul(String),
+    #[error("the s3 key `{0}` has an empty, `.` or `..` segment")]
+    Segment(String),
+}
+
 /// Whether `key` is one topicrule writes: not empty, at most 1024 bytes, and no segment
 /// (between `/`) empty, `.` or `..`.
-pub fn check_key(key: &str) -> Result<(), String> {
+pub fn check_key(key: &str) -> Result<(), KeyError> {
     if key.is_empty() {
-        return Err("the s3 key is empty".into());
+        return Err(KeyError::Empty);
     }
     if key.len() > MAX_KEY {
-        return Err(format!(
-            "the s3 key is {} bytes long; S3 allows {MAX_KEY}",
-            key.len()
-        ));
+        return Err(KeyError::TooLong(key.len()));
     }
     if key.contains('\0') {
-        return Err(format!(
-            "the s3 key `{}` holds a NUL character",
-            key.escape_debug()
-        ));
+        return Err(KeyError::Nul(key.to_owned()));
     }
     if key
         .split('/')
         .any(|segment| matches!(segment, "" | "." | ".."))
     {
-        return Err(format!(
-            "the s3 key `{key}` has an empty, `.` or `..` segment"
-        ));
+        return Err(KeyError::Segment(key.to_owned()));
     }
     Ok(())
 }
@@ -144,7 +149,7 @@ pub fn prepare(
     output: &[u8],
 ) -> Result<PutRequest, ActionError> {
     let key = action.key.expand(msg, vars);
-    check_key(&key).map_err(|message| ActionError::new(&action.bucket, message))?;
+    check_key(&key).map_err(|e| ActionError::new(&action.bucket, e.to_string()))?;
     Ok(PutRequest {
         store: action.store.clone(),
         bucket: action.bucket.clone(),

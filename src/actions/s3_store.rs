@@ -52,6 +52,15 @@ pub enum StoreError {
     },
 }
 
+/// Why a new rule set cannot run on the stores topicrule started with.
+#[derive(Debug, thiserror::Error)]
+pub enum Unserved {
+    #[error("an `s3` action on bucket `{0}` names a store topicrule did not start with")]
+    Store(String),
+    #[error("the batch-mode `s3` action with spool `{0}` is new")]
+    Spool(String),
+}
+
 /// The S3 clients, by store.
 #[derive(Default)]
 pub struct Stores {
@@ -97,19 +106,13 @@ impl Stores {
     pub fn serves<'a>(
         &self,
         actions: impl IntoIterator<Item = &'a ActionSpec>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Unserved> {
         for put in s3_puts(actions) {
             if !self.clients.contains_key(&put.store) {
-                return Err(format!(
-                    "an `s3` action on bucket `{}` names a store topicrule did not start with",
-                    put.bucket
-                ));
+                return Err(Unserved::Store(put.bucket.clone()));
             }
             if put.batch.is_some() && !self.spool.has(&put.spool) {
-                return Err(format!(
-                    "the batch-mode `s3` action with spool `{}` is new",
-                    put.spool
-                ));
+                return Err(Unserved::Spool(put.spool.clone()));
             }
         }
         Ok(())

@@ -19,7 +19,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
-use super::session::{Codec, ConnectOptions, Incoming};
+use super::session::{Codec, ConnectOptions, Incoming, Malformed};
 use super::transport::{Endpoint, OpenError, Stream};
 
 /// How long opening the stream and the CONNECT/CONNACK exchange may take.
@@ -32,28 +32,44 @@ const PUT_OFF: Duration = Duration::from_millis(1);
 const PUT_OFF_BYTES: usize = 16 * 1024;
 
 /// Why no connection was made.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(super) enum ConnectError {
     /// The broker answered and refused: bad credentials, a client id or a protocol it does
     /// not take. The same settings will be refused again.
+    #[error("{0}")]
     Refused(String),
     /// The broker's host name does not resolve: a typo, or a network not up yet.
+    #[error("{0}")]
     Unresolved(String),
     /// The TLS handshake failed on the certificates or protocols.
+    #[error("{0}")]
     Untrusted(String),
     /// Anything else (the broker down or unreachable, a timeout): worth trying again.
+    #[error("{0}")]
     Failed(String),
 }
 
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Refused(why)
-            | ConnectError::Unresolved(why)
-            | ConnectError::Untrusted(why)
-            | ConnectError::Failed(why) => f.write_str(why),
-        }
-    }
+/// Why a connection ended (or was not made).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Lost {
+    #[error("the broker closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// The broker's DISCONNECT (MQTT 5), with its reason.
+    #[error("the broker disconnected topicrule: {0}")]
+    Disconnected(String),
+    /// A packet the protocol does not allow at that point.
+    #[error("the broker sent {0}")]
+    Unexpected(&'static str),
+    #[error("the connection was recycled by the watchdog")]
+    Recycled,
+    #[error("the broker left a ping unanswered for {0:?}")]
+    PingUnanswered(Duration),
+    #[error(transparent)]
+    NotConnected(#[from] ConnectError),
 }
 
 impl From<OpenError> for ConnectError {
@@ -157,7 +173,11 @@ impl Conn {
             .map_err(|e| failed(e.to_string()))?;
         io.flush().await.map_err(|e| failed(e.to_string()))?;
         loop {
-            if let Some(packet) = self.codec.read(&mut self.read).map_err(failed)? {
+            let packet = self
+                .codec
+                .read(&mut self.read)
+                .map_err(|e| failed(e.to_string()))?;
+            if let Some(packet) = packet {
                 return match packet {
                     Incoming::ConnAck {
                         refused: Some(reason),
@@ -202,7 +222,7 @@ impl Conn {
 
     /// Reads what the socket holds into the read buffer: `Ready(Ok)` when bytes arrived
     /// (take the packets with `next_packet`), an error when the connection is lost.
-    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
         let Some(io) = self.io.as_mut() else {
             return Poll::Pending;
         };
@@ -212,15 +232,15 @@ impl Conn {
         }
         self.read.reserve(READ_CHUNK);
         match tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.read) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Err("the broker closed the connection".into())),
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(Lost::Closed)),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.to_string())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }
     }
 
     /// The next whole packet read, if any.
-    pub fn next_packet(&mut self) -> Result<Option<Incoming>, String> {
+    pub fn next_packet(&mut self) -> Result<Option<Incoming>, Malformed> {
         Ok(match self.codec.read(&mut self.read)? {
             // A small message gets its own bytes, so that the read buffer is reused; a
             // large one keeps its share (a copy would cost more than a new buffer).
@@ -236,30 +256,30 @@ impl Conn {
     }
 
     /// Writes the write buffer: `Ready(Ok)` once all of it is written and flushed.
-    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
         let Some(io) = self.io.as_mut() else {
             return Poll::Pending;
         };
         let mut io = std::pin::Pin::new(io);
         while !self.out.is_empty() {
             match io.as_mut().poll_write(cx, &self.out) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err("the connection is closed".into())),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Lost::Closed)),
                 Poll::Ready(Ok(n)) => {
                     self.out.advance(n);
                     self.last_write = Instant::now();
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        io.poll_flush(cx).map_err(|e| e.to_string())
+        io.poll_flush(cx).map_err(Lost::Io)
     }
 
     /// Writes the write buffer now when `now` (or when it grew large), else within
     /// `PUT_OFF`: acknowledgements that ride with the next wake-up's writes spare the broker
     /// a wake-up of its own (on loopback, where it runs beside topicrule, waking it costs
     /// more than the write). A write put off is never put off again.
-    pub fn poll_write_soon(&mut self, cx: &mut Context<'_>, now: bool) -> Poll<Result<(), String>> {
+    pub fn poll_write_soon(&mut self, cx: &mut Context<'_>, now: bool) -> Poll<Result<(), Lost>> {
         if self.out.is_empty() {
             return Poll::Ready(Ok(()));
         }
@@ -284,7 +304,7 @@ impl Conn {
     /// Once a second: `Ready(Ok)` (after queueing a PINGREQ when nothing was written for the
     /// keep-alive interval), or an error when the broker left a ping unanswered that long or
     /// the watchdog asked for a new connection.
-    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
         if self.ticks.poll_tick(cx).is_pending() {
             return Poll::Pending;
         }
@@ -294,14 +314,11 @@ impl Conn {
         let recycles = self.recycles.load(Ordering::Relaxed);
         if recycles != self.seen_recycles {
             self.seen_recycles = recycles;
-            return Poll::Ready(Err("the connection was recycled by the watchdog".into()));
+            return Poll::Ready(Err(Lost::Recycled));
         }
         if let Some(sent) = self.ping_sent {
             if sent.elapsed() >= self.keep_alive {
-                return Poll::Ready(Err(format!(
-                    "the broker left a ping unanswered for {:?}",
-                    self.keep_alive
-                )));
+                return Poll::Ready(Err(Lost::PingUnanswered(self.keep_alive)));
             }
         } else if self.last_write.elapsed() >= self.keep_alive {
             self.codec.ping(&mut self.out);

@@ -18,13 +18,29 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Conn, ConnectError};
+use super::conn::{Conn, ConnectError, Lost};
+use super::session::{Refused, Unencodable};
 use super::Stats;
 use crate::actions::republish::PublishRequest;
 use crate::actions::ActionError;
 use crate::backoff::Backoff;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), PublishError>>;
+
+/// Why a publish was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Unencodable(#[from] Unencodable),
+    #[error("no acknowledgement from the broker within {0:?}")]
+    Timeout(Duration),
+    #[error("the connection to the broker was lost before its acknowledgement")]
+    Lost,
+    #[error("topicrule is stopping")]
+    Stopping,
+}
 
 /// A publish asked for, and who waits for its PUBACK.
 struct Job {
@@ -53,12 +69,12 @@ impl Publisher {
     /// Publishes `request` and waits for the broker's PUBACK (at QoS 0: for it to be
     /// written), at most `[router] publish_timeout`.
     pub async fn publish(&self, request: &PublishRequest) -> Result<(), ActionError> {
-        let fail = |message: String| ActionError::new(&request.topic, message);
+        let fail = |e: PublishError| ActionError::new(&request.topic, e.to_string());
         let (done, result) = oneshot::channel();
         let waker = {
             let mut outbox = lock(&self.outbox);
             if outbox.closed {
-                return Err(fail("topicrule is stopping".into()));
+                return Err(fail(PublishError::Stopping));
             }
             outbox.jobs.push_back(Job {
                 request: request.clone(),
@@ -71,7 +87,7 @@ impl Publisher {
             waker.wake();
         }
         match result.await {
-            Err(_) => Err(fail("topicrule is stopping".into())),
+            Err(_) => Err(fail(PublishError::Stopping)),
             Ok(result) => result.map_err(fail),
         }
     }
@@ -126,7 +142,7 @@ struct Connection {
 /// Why a session ended.
 enum End {
     Stop,
-    Lost(String),
+    Lost(Lost),
 }
 
 impl Connection {
@@ -153,7 +169,7 @@ impl Connection {
                             self.conn.client_id()
                         );
                     }
-                    End::Lost(e.to_string())
+                    End::Lost(e.into())
                 }
             };
             let End::Lost(e) = end else { break };
@@ -165,7 +181,7 @@ impl Connection {
                 tracing::debug!("publishing connection: {e}; retrying in {pause:?}");
             }
             self.conn.drop_connection();
-            self.fail_in_flight("the connection to the broker was lost before its acknowledgement");
+            self.fail_in_flight(|| PublishError::Lost);
             // While it waits, the publishes asked for meet their deadline.
             let deadline = tokio::time::Instant::now() + pause;
             loop {
@@ -180,7 +196,7 @@ impl Connection {
             }
         }
         lock(&self.outbox).closed = true;
-        self.fail_in_flight("topicrule is stopping");
+        self.fail_in_flight(|| PublishError::Stopping);
         self.queued.clear();
         lock(&self.outbox).jobs.clear();
         self.conn.disconnect(Duration::from_millis(200)).await;
@@ -204,15 +220,15 @@ impl Connection {
             }
             loop {
                 match self.conn.next_packet() {
-                    Err(e) => return Poll::Ready(End::Lost(e)),
+                    Err(e) => return Poll::Ready(End::Lost(e.into())),
                     Ok(None) => break,
                     Ok(Some(super::session::Incoming::PubAck { pkid, result })) => {
                         if let Some((Some(waiter), _)) = self.in_flight.remove(&pkid) {
-                            let _ = waiter.send(result);
+                            let _ = waiter.send(result.map_err(PublishError::from));
                         }
                     }
                     Ok(Some(super::session::Incoming::Disconnect(reason))) => {
-                        return Poll::Ready(End::Lost(reason))
+                        return Poll::Ready(End::Lost(Lost::Disconnected(reason)))
                     }
                     Ok(Some(_)) => {}
                 }
@@ -273,7 +289,7 @@ impl Connection {
                 .publish(&mut self.conn.out, job.request, pkid)
             {
                 Err(e) => {
-                    let _ = job.done.send(Err(e));
+                    let _ = job.done.send(Err(e.into()));
                 }
                 Ok(()) if qos == 0 => {
                     let _ = job.done.send(Ok(()));
@@ -298,26 +314,25 @@ impl Connection {
     /// its PUBACK or the end of the connection, so that a late PUBACK resolves nothing else.
     fn expire(&mut self) {
         let timeout = self.timeout;
-        let message = || format!("no acknowledgement from the broker within {timeout:?}");
         while let Some(job) = self.queued.front() {
             if job.since.elapsed() < timeout {
                 break;
             }
             let job = self.queued.pop_front().expect("not empty");
-            let _ = job.done.send(Err(message()));
+            let _ = job.done.send(Err(PublishError::Timeout(timeout)));
         }
         for (waiter, since) in self.in_flight.values_mut() {
             if since.elapsed() >= timeout {
                 if let Some(waiter) = waiter.take() {
-                    let _ = waiter.send(Err(message()));
+                    let _ = waiter.send(Err(PublishError::Timeout(timeout)));
                 }
             }
         }
     }
 
-    fn fail_in_flight(&mut self, reason: &str) {
+    fn fail_in_flight(&mut self, reason: impl Fn() -> PublishError) {
         for waiter in self.in_flight.drain().filter_map(|(_, (waiter, _))| waiter) {
-            let _ = waiter.send(Err(reason.to_owned()));
+            let _ = waiter.send(Err(reason()));
         }
     }
 }

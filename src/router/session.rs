@@ -106,6 +106,22 @@ impl Message {
     }
 }
 
+/// Bytes from the broker that are not an MQTT packet of its protocol: the connection is
+/// to be dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("a malformed packet from the broker: {0}")]
+pub(super) struct Malformed(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A publish the codec cannot encode (a topic or property beyond MQTT's limits).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot publish: {0}")]
+pub(super) struct Unencodable(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// An MQTT 5 PUBACK with a failure reason code, the reason's name.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker refused the publish ({0})")]
+pub(super) struct Refused(pub String);
+
 /// What the router needs to know of a packet from the broker.
 pub(super) enum Incoming {
     ConnAck {
@@ -119,14 +135,14 @@ pub(super) enum Incoming {
     /// The broker's PUBACK of a publish, or its refusal (MQTT 5 reason codes).
     PubAck {
         pkid: u16,
-        result: Result<(), String>,
+        result: Result<(), Refused>,
     },
     SubAck {
         granted: usize,
         refused: usize,
     },
     PingResp,
-    /// The broker closes the connection, for this reason.
+    /// The broker closes the connection, with this reason code (and reason string).
     Disconnect(String),
     Other,
 }
@@ -134,7 +150,7 @@ pub(super) enum Incoming {
 impl Codec {
     /// The next whole packet at the front of `buf` (taken out of it); `None` until it has
     /// arrived whole. An error is a protocol violation: the connection is to be dropped.
-    pub fn read(self, buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+    pub fn read(self, buf: &mut BytesMut) -> Result<Option<Incoming>, Malformed> {
         if buf.is_empty() {
             return Ok(None);
         }
@@ -173,7 +189,7 @@ impl Codec {
         buf: &mut BytesMut,
         request: PublishRequest,
         pkid: u16,
-    ) -> Result<(), String> {
+    ) -> Result<(), Unencodable> {
         match self {
             Codec::V4 => v4::publish(buf, request, pkid),
             Codec::V5 => v5::publish(buf, request, pkid),

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Conn, ConnectError};
+use super::conn::{Conn, ConnectError, Lost};
 use super::lanes::Lanes;
 use super::session::{Incoming, Message};
 use super::Stats;
@@ -171,10 +171,11 @@ impl Subscriptions {
     /// running S3 stores cannot serve is refused, and the old one kept.
     fn reload(&mut self, conn: &mut Conn, worker: &Worker, engine: Engine) {
         let kept = worker.engine.load().rules().len();
-        let filters = worker.s3.serves(engine.actions()).and_then(|()| {
-            super::subscriptions(&engine, self.group.as_deref(), self.shadows)
-                .map_err(|e| e.to_string())
-        });
+        let filters = worker
+            .s3
+            .serves(engine.actions())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| super::subscriptions(&engine, self.group.as_deref(), self.shadows));
         let filters = match filters {
             Ok(filters) => filters,
             Err(why) => {
@@ -252,7 +253,22 @@ struct Work {
 /// Why a session ended.
 enum End {
     Stop,
-    Lost(String),
+    Lost(Lost),
+}
+
+/// The broker refused topicrule's very first connection: a mistake in the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum Misconfigured {
+    #[error("the broker at {broker} refused topicrule's connection as `{client_id}`: {why}; check [broker] username, password and client_id")]
+    Refused {
+        broker: String,
+        client_id: String,
+        why: String,
+    },
+    #[error("cannot connect to the broker at {broker}: {why}; check [broker] ca_file, cert_file and key_file")]
+    Untrusted { broker: String, why: String },
+    #[error("cannot connect to the broker at {broker}: {why}; check [broker] url (or --broker)")]
+    Unresolved { broker: String, why: String },
 }
 
 impl Work {
@@ -407,7 +423,7 @@ impl Subscriber {
     /// Fails only when the broker refuses the very first connection (bad credentials, a
     /// client id it does not take): a misconfiguration, not an outage, so retrying would
     /// hide it. Refusals after a first success are retried, as any fault.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Misconfigured> {
         let Subscriber {
             mut conn,
             mut subscriptions,
@@ -454,24 +470,21 @@ impl Subscriber {
             let lost = match connected {
                 None => break,
                 Some(Err(ConnectError::Refused(why))) if !connected_before => {
-                    return Err(format!(
-                        "the broker at {broker} refused topicrule's connection as `{}`: {why}; check [broker] username, password and client_id",
-                        conn.client_id()
-                    ));
+                    return Err(Misconfigured::Refused {
+                        broker,
+                        client_id: conn.client_id().to_owned(),
+                        why,
+                    });
                 }
                 Some(Err(ConnectError::Untrusted(why))) if !connected_before => {
-                    return Err(format!(
-                        "cannot connect to the broker at {broker}: {why}; check [broker] ca_file, cert_file and key_file"
-                    ));
+                    return Err(Misconfigured::Untrusted { broker, why });
                 }
                 // A network that is not up yet gets a few seconds; a name that does not
                 // resolve then is a mistake in the URL.
                 Some(Err(ConnectError::Unresolved(why)))
                     if !connected_before && started.elapsed() >= UNRESOLVED_GRACE =>
                 {
-                    return Err(format!(
-                        "cannot connect to the broker at {broker}: {why}; check [broker] url (or --broker)"
-                    ));
+                    return Err(Misconfigured::Unresolved { broker, why });
                 }
                 Some(Err(e)) => format!("cannot connect to the broker at {broker}: {e}"),
                 Some(Ok(connected)) => {
@@ -589,7 +602,7 @@ fn session(
         progress |= read;
         loop {
             match conn.next_packet() {
-                Err(e) => return Poll::Ready(End::Lost(e)),
+                Err(e) => return Poll::Ready(End::Lost(e.into())),
                 Ok(None) => break,
                 Ok(Some(Incoming::Publish(message))) => work.received(message, conn.generation),
                 Ok(Some(Incoming::SubAck { granted, refused })) => {
@@ -600,9 +613,11 @@ fn session(
                     work.stats.subscribed.store(refused == 0, Ordering::Relaxed);
                     tracing::info!("subscribed to {granted} filter(s)");
                 }
-                Ok(Some(Incoming::Disconnect(reason))) => return Poll::Ready(End::Lost(reason)),
+                Ok(Some(Incoming::Disconnect(reason))) => {
+                    return Poll::Ready(End::Lost(Lost::Disconnected(reason)))
+                }
                 Ok(Some(Incoming::ConnAck { .. })) => {
-                    return Poll::Ready(End::Lost("a second CONNACK from the broker".into()))
+                    return Poll::Ready(End::Lost(Lost::Unexpected("a second CONNACK")))
                 }
                 Ok(Some(_)) => {}
             }

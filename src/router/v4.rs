@@ -16,17 +16,17 @@ use rumqttc::{
     SubscribeReasonCode,
 };
 
-use super::session::{ConnectOptions, Incoming, Message, MAX_PACKET};
+use super::session::{ConnectOptions, Incoming, Malformed, Message, Unencodable, MAX_PACKET};
 use crate::actions::republish::Headers;
 use crate::actions::republish::PublishRequest;
 use crate::actions::ActionSpec;
 use crate::rules::Rule;
 
-pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, Malformed> {
     let packet = match Packet::read(buf, MAX_PACKET) {
         Ok(packet) => packet,
         Err(Error::InsufficientBytes(_)) => return Ok(None),
-        Err(e) => return Err(format!("a malformed packet from the broker: {e}")),
+        Err(e) => return Err(Malformed(Box::new(e))),
     };
     Ok(Some(match packet {
         Packet::ConnAck(ack) => Incoming::ConnAck {
@@ -94,7 +94,11 @@ pub(super) fn unsubscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
 }
 
 /// Publishes without the MQTT 5 headers, which MQTT 3.1.1 cannot carry.
-pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Result<(), String> {
+pub(super) fn publish(
+    buf: &mut BytesMut,
+    req: PublishRequest,
+    pkid: u16,
+) -> Result<(), Unencodable> {
     let qos = if req.qos == 0 {
         QoS::AtMostOnce
     } else {
@@ -111,7 +115,7 @@ pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Res
     Packet::Publish(publish)
         .write(buf, MAX_PACKET)
         .map(drop)
-        .map_err(|e| format!("cannot publish: {e}"))
+        .map_err(|e| Unencodable(Box::new(e)))
 }
 
 /// Warns, once at start, about each rule whose republish headers MQTT 3.1.1 will drop.

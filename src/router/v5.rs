@@ -11,16 +11,18 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::{Error, QoS};
 
-use super::session::{ConnectOptions, Incoming, Message, MAX_PACKET};
+use super::session::{
+    ConnectOptions, Incoming, Malformed, Message, Refused, Unencodable, MAX_PACKET,
+};
 use crate::actions::republish::PublishRequest;
 
 const MAX: Option<u32> = Some(MAX_PACKET as u32);
 
-pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, Malformed> {
     let packet = match Packet::read(buf, MAX) {
         Ok(packet) => packet,
         Err(Error::InsufficientBytes(_)) => return Ok(None),
-        Err(e) => return Err(format!("a malformed packet from the broker: {e}")),
+        Err(e) => return Err(Malformed(Box::new(e))),
     };
     Ok(Some(match packet {
         Packet::ConnAck(ack) => Incoming::ConnAck {
@@ -37,7 +39,7 @@ pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
             pkid: ack.pkid,
             result: match ack.reason {
                 PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                refusal => Err(format!("the broker refused the publish ({refusal:?})")),
+                refusal => Err(Refused(format!("{refusal:?}"))),
             },
         },
         Packet::SubAck(ack) => {
@@ -53,7 +55,7 @@ pub(super) fn read(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
         }
         Packet::PingResp(_) => Incoming::PingResp,
         Packet::Disconnect(d) => Incoming::Disconnect(format!(
-            "the broker disconnected topicrule: {:?}{}",
+            "{:?}{}",
             d.reason_code,
             d.properties
                 .and_then(|p| p.reason_string)
@@ -106,7 +108,11 @@ pub(super) fn unsubscribe(buf: &mut BytesMut, pkid: u16, filters: &[String]) {
         .expect("an UNSUBSCRIBE is far below the packet size limit");
 }
 
-pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Result<(), String> {
+pub(super) fn publish(
+    buf: &mut BytesMut,
+    req: PublishRequest,
+    pkid: u16,
+) -> Result<(), Unencodable> {
     let properties = PublishProperties {
         payload_format_indicator: req.payload_format_utf8.map(u8::from),
         message_expiry_interval: req.message_expiry,
@@ -134,5 +140,5 @@ pub(super) fn publish(buf: &mut BytesMut, req: PublishRequest, pkid: u16) -> Res
     Packet::Publish(publish)
         .write(buf, MAX)
         .map(drop)
-        .map_err(|e| format!("cannot publish: {e}"))
+        .map_err(|e| Unencodable(Box::new(e)))
 }

@@ -25,8 +25,8 @@ pub fn build(
     check_name(&draft.name, seen, &mut errors);
     let version = match &draft.sql_version {
         None => draft.default_version,
-        Some(v) => v.value.parse::<SqlVersion>().unwrap_or_else(|message| {
-            errors.push(DraftError::new(v.span, message));
+        Some(v) => v.value.parse::<SqlVersion>().unwrap_or_else(|e| {
+            errors.push(DraftError::new(v.span, e.to_string()));
             draft.default_version
         }),
     };
@@ -321,13 +321,13 @@ impl S3Draft<'_> {
             );
         }
         if let Some(text) = key.as_static() {
-            if let Err(message) = crate::actions::s3::check_key(text) {
+            if let Err(e) = crate::actions::s3::check_key(text) {
                 let span = if text.is_empty() {
                     self.span
                 } else {
                     self.key.span
                 };
-                errors.push(DraftError::new(span, message));
+                errors.push(DraftError::new(span, e.to_string()));
             }
         }
         if let Some(acl) = self.canned_acl {

@@ -211,10 +211,7 @@ impl DraftError {
         RuleError {
             path: path.to_owned(),
             source: source.clone(),
-            span: self.span,
-            message: self.message,
-            hint: self.hint,
-            warning: self.warning,
+            error: self,
         }
     }
 }

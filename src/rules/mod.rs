@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::actions::ActionSpec;
-use crate::diagnostic::Diagnostic;
 use crate::sql::ast::Span;
 use crate::sql::{Query, SqlVersion};
+use draft::DraftError;
 
 /// A validated rule, ready to run.
 #[derive(Debug)]
@@ -69,26 +69,15 @@ pub struct RuleError {
     pub path: PathBuf,
     /// The whole file, for the source line under the message.
     pub source: Arc<str>,
-    pub span: Span,
-    pub message: String,
-    pub hint: Option<String>,
-    /// A warning: the rule loads and runs.
-    pub warning: bool,
+    /// What is wrong, at which span of the file.
+    pub error: DraftError,
 }
 
 impl RuleError {
     /// The error as `check` prints it: `file:line:col`, the line and a caret.
     pub fn render(&self) -> String {
         let origin = self.path.display().to_string();
-        Diagnostic {
-            origin: &origin,
-            source: &self.source,
-            span: self.span,
-            message: &self.message,
-            hint: self.hint.as_deref(),
-            warning: self.warning,
-        }
-        .render()
+        self.error.diagnostic(&origin, &self.source).render()
     }
 }
 
@@ -156,7 +145,7 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
             }
         }
         // A file's errors in the order of the file.
-        errors[first_error..].sort_by_key(|e| e.span.start);
+        errors[first_error..].sort_by_key(|e| e.error.span.start);
     }
     let mut tests = Vec::new();
     for (path, text, file_rules, draft) in test_drafts {
@@ -222,14 +211,7 @@ fn resolve_test(
 }
 
 fn file_error(path: &Path, message: String) -> RuleError {
-    RuleError {
-        path: path.to_owned(),
-        source: "".into(),
-        span: Span::default(),
-        message,
-        hint: None,
-        warning: false,
-    }
+    DraftError::new(Span::default(), message).into_rule_error(path, &Arc::from(""))
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<RuleError>) {

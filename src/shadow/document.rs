@@ -344,7 +344,7 @@ impl UpdateRequest {
         let state = root
             .remove("state")
             .ok_or_else(|| fail("Missing required node: state".into()))?;
-        check_state(&state).map_err(fail)?;
+        check_state(&state).map_err(|e| e.with_token(client_token.as_deref()))?;
         Ok(UpdateRequest {
             client_token,
             version,
@@ -393,33 +393,34 @@ fn payload_token(request: &[u8]) -> Result<Option<String>, ShadowError> {
 }
 
 /// Checks `state`: `null`, or an object of `desired` and `reported` only, each an object
-/// (within [`MAX_DEPTH`], no `null` in arrays) or `null`. The error is AWS's message.
-fn check_state(state: &Value) -> Result<(), String> {
+/// (within [`MAX_DEPTH`], no `null` in arrays) or `null`. The error is AWS's 400 and message.
+fn check_state(state: &Value) -> Result<(), ShadowError> {
+    let invalid = |message: String| Err(ShadowError::new(400, message));
     let sections = match state {
         Value::Null => return Ok(()),
         Value::Object(sections) => sections,
-        _ => return Err("State node must be an object".into()),
+        _ => return invalid("State node must be an object".into()),
     };
     for (key, value) in sections {
         let not_object = match key.as_str() {
             "desired" => "Desired node must be an object",
             "reported" => "Reported node must be an object",
             // AWS's text is "State contains an invalid node"; the service appends the node.
-            other => return Err(format!("State contains an invalid node: '{other}'")),
+            other => return invalid(format!("State contains an invalid node: '{other}'")),
         };
         match value {
             Value::Null => {}
             Value::Object(_) if too_deep(value, 1) => {
-                return Err(format!(
+                return invalid(format!(
                     "JSON contains too many levels of nesting; maximum is {MAX_DEPTH}"
                 ));
             }
             // "Arrays can't have null values ... will be rejected": the text is our choice.
             Value::Object(_) if null_in_array(value, false) => {
-                return Err("Arrays can't have null values".into());
+                return invalid("Arrays can't have null values".into());
             }
             Value::Object(_) => {}
-            _ => return Err(not_object.into()),
+            _ => return invalid(not_object.into()),
         }
     }
     Ok(())

@@ -102,7 +102,7 @@ impl Shadows {
         topic: &str,
         payload: &[u8],
         now: i64,
-    ) -> Option<Result<Vec<PublishRequest>, String>> {
+    ) -> Option<Result<Vec<PublishRequest>, StoreError>> {
         let request = parse(topic)?;
         let answer = |suffix: &str, payload: Vec<u8>| PublishRequest {
             topic: format!("{topic}/{suffix}"),
@@ -168,7 +168,7 @@ impl Shadows {
 
     /// What the file at `path` holds (None: no file): from the cache, else read (a small
     /// file) and cached.
-    fn stored(&self, path: &Path) -> Result<Option<Arc<Stored>>, String> {
+    fn stored(&self, path: &Path) -> Result<Option<Arc<Stored>>, StoreError> {
         let cached = self
             .cache
             .read()
@@ -203,13 +203,41 @@ impl Shadows {
     }
 }
 
-fn read(path: &Path) -> Result<Option<Stored>, String> {
+/// Why a shadow's file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the shadow file `{}` is damaged: {source}", path.display())]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the shadow `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn read(path: &Path) -> Result<Option<Stored>, StoreError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("the shadow file `{}` is damaged: {e}", path.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Damaged {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+        Err(source) => Err(StoreError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -231,24 +259,28 @@ impl ShadowReader for Shadows {
 
 /// Writes the file whole or not at all: a temporary file, synced, renamed over it, and the
 /// folder synced.
-async fn write(path: &Path, stored: &Stored) -> Result<(), String> {
-    let bytes = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
-    let (shown, path) = (path.display().to_string(), path.to_owned());
+async fn write(path: &Path, stored: &Stored) -> Result<(), StoreError> {
+    let failed = |source| StoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = serde_json::to_vec(stored).map_err(|e| failed(e.into()))?;
+    let target = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let dir = path
+        let dir = target
             .parent()
             .expect("a shadow file is in its thing's folder");
         std::fs::create_dir_all(dir)?;
-        let temporary = path.with_extension("json.new");
+        let temporary = target.with_extension("json.new");
         let mut file = std::fs::File::create(&temporary)?;
         std::io::Write::write_all(&mut file, &bytes)?;
         file.sync_data()?;
-        std::fs::rename(&temporary, &path)?;
+        std::fs::rename(&temporary, &target)?;
         std::fs::File::open(dir)?.sync_all()
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot write the shadow `{shown}`: {e}"))
+    .map_err(|e| failed(e.into()))?
+    .map_err(failed)
 }
 
 #[cfg(test)]

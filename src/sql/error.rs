@@ -1,6 +1,7 @@
 //! Errors of the SQL language, with the byte span they are about.
 
 use super::ast::Span;
+use crate::diagnostic::Diagnostic;
 
 /// An error in a text (a statement, a template; as `rules::DraftError`, a rule file): where
 /// it is, what is wrong, and what might fix it.
@@ -37,6 +38,18 @@ impl SqlError {
     pub fn with_hint(mut self, hint: impl Into<String>) -> SqlError {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// The error shown in `source`, the text of `origin` (a file name, or `<sql>`).
+    pub fn diagnostic<'a>(&'a self, origin: &'a str, source: &'a str) -> Diagnostic<'a> {
+        Diagnostic {
+            origin,
+            source,
+            span: self.span,
+            message: &self.message,
+            hint: self.hint.as_deref(),
+            warning: self.warning,
+        }
     }
 }
 

@@ -39,17 +39,24 @@ impl SqlVersion {
     }
 }
 
-impl std::str::FromStr for SqlVersion {
-    type Err = String;
+/// A `sql_version` topicrule does not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("the `beta` SQL version is not supported; use 2016-03-23")]
+    Beta,
+    #[error("unknown SQL version `{0}`; use 2016-03-23 or 2015-10-08")]
+    Unknown(String),
+}
 
-    fn from_str(s: &str) -> Result<SqlVersion, String> {
+impl std::str::FromStr for SqlVersion {
+    type Err = VersionError;
+
+    fn from_str(s: &str) -> Result<SqlVersion, VersionError> {
         match s {
             "2015-10-08" => Ok(SqlVersion::V2015_10_08),
             "2016-03-23" => Ok(SqlVersion::V2016_03_23),
-            "beta" => Err("the `beta` SQL version is not supported; use 2016-03-23".into()),
-            other => Err(format!(
-                "unknown SQL version `{other}`; use 2016-03-23 or 2015-10-08"
-            )),
+            "beta" => Err(VersionError::Beta),
+            other => Err(VersionError::Unknown(other.to_owned())),
         }
     }
 }
