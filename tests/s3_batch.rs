@@ -165,6 +165,43 @@ fn a_batch_left_by_a_crash_is_uploaded_at_start() {
     assert_eq!(objects(&reader, &keys)[0].lines().count(), 5);
 }
 
+/// A batch number is never given twice, across restarts: with one key for every message,
+/// no batch overwrites an earlier one.
+#[test]
+fn batch_numbers_are_not_reused_after_a_restart() {
+    let broker = Mosquitto::start();
+    let store = S3Server::start();
+    let reader = store.reader();
+    reader.create_bucket("archive");
+    let dir = TempDir::new("batch-renumber");
+    dir.write(
+        "rules/batched.toml",
+        r#"
+[[rule]]
+name = "batched"
+sql = "SELECT * FROM 'seq/+'"
+[[rule.actions]]
+s3 = { bucket = "archive", key = "b/all", batch = { max_records = 2, max_age = 3600 } }
+"#,
+    );
+    for round in 0..3 {
+        let topicrule = start(&broker, &store, &dir, "batch-renumber", &[]);
+        publish_range(&broker, round * 2..round * 2 + 2);
+        reader.wait_for_keys("archive", round + 1, WAIT);
+        topicrule.kill();
+    }
+    let keys = reader.keys("archive");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let mut records: Vec<String> = objects(&reader, &keys)
+        .iter()
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    records.sort();
+    let mut expected: Vec<String> = (0..6).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    expected.sort();
+    assert_eq!(records, expected, "every message once");
+}
+
 /// A spool left by a version without instance folders (`spool/<rule>-<action>`) is taken
 /// over and uploaded under the key it was given.
 #[test]

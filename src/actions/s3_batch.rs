@@ -5,7 +5,8 @@
 //! `<seq>.open` while it takes messages and `<seq>.ready` once closed; `<seq>.key` holds its
 //! object key (the key template of its first message, the instance id and the sequence
 //! number: instances of one shared group never write the same object), written before its
-//! first message, and `next` the sequence number of the next batch.
+//! first message, and `next` the first sequence number not yet given (reserved
+//! `SEQ_BLOCK` at a time: a restart skips what was reserved, never reuses a number).
 //!
 //! Invariants: a message is acknowledged only once its line is in the open batch and
 //! synced to disk (so a crash loses nothing); an upload retried after a crash writes the
@@ -23,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as queue;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -41,7 +43,37 @@ use crate::backoff::Backoff;
 struct Append {
     key: String,
     line: Vec<u8>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// Why a line was not spooled. One error answers every line of that write (hence the
+/// shared `io::Error`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    #[error("no spool `{0}`")]
+    Unknown(String),
+    #[error("the spool's writer has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Io(#[source] Arc<std::io::Error>),
+}
+
+/// Why a batch was not stored this time (it is tried again).
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error("cannot read its key: {0}")]
+    Key(#[source] std::io::Error),
+    #[error("cannot read or compress it: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("cannot read it: {0}")]
+    Reader(#[source] tokio::task::JoinError),
+    #[error("cannot {doing} `s3://{bucket}/{key}`: {why}")]
+    Store {
+        doing: &'static str,
+        bucket: String,
+        key: String,
+        why: String,
+    },
 }
 
 /// A batch-mode action: its limits, its folder, the batch it is filling. Owned by its
@@ -52,6 +84,9 @@ struct Spooler {
     instance: String,
     dir: PathBuf,
     open: Option<OpenBatch>,
+    /// The next sequence number, and the first one `next` has not reserved yet.
+    seq: u64,
+    reserved: u64,
     /// Tells the uploader a batch is ready.
     closed: watch::Sender<()>,
     waiting: Waiting,
@@ -130,6 +165,8 @@ impl Spool {
                 instance: instance.to_owned(),
                 dir,
                 open: None,
+                seq: 0,
+                reserved: 0,
                 closed,
                 waiting,
             };
@@ -168,23 +205,19 @@ impl Spool {
 
     /// Appends a line to the action's open batch (opened for `key` when there is none);
     /// done once it is synced. A full batch is closed.
-    pub async fn append(&self, spool: &str, key: &str, line: Vec<u8>) -> Result<(), String> {
+    pub async fn append(&self, spool: &str, key: &str, line: Vec<u8>) -> Result<(), SpoolError> {
         let spooler = self
             .spoolers
             .get(spool)
-            .ok_or_else(|| format!("no spool `{spool}`"))?;
+            .ok_or_else(|| SpoolError::Unknown(spool.to_owned()))?;
         let (done, result) = oneshot::channel();
         let append = Append {
             key: key.to_owned(),
             line,
             done,
         };
-        spooler
-            .send(append)
-            .map_err(|_| "the spool's writer has stopped".to_owned())?;
-        result
-            .await
-            .map_err(|_| "the spool's writer has stopped".to_owned())?
+        spooler.send(append).map_err(|_| SpoolError::Stopped)?;
+        result.await.map_err(|_| SpoolError::Stopped)?
     }
 }
 
@@ -214,7 +247,9 @@ impl Spooler {
                 },
             };
             let appends: Vec<Append> = std::iter::once(first).chain(lines.try_iter()).collect();
-            let result = self.append_all(&appends).map_err(|e| e.to_string());
+            let result = self
+                .append_all(&appends)
+                .map_err(|e| SpoolError::Io(Arc::new(e)));
             for append in appends {
                 let _ = append.done.send(result.clone());
             }
@@ -241,18 +276,13 @@ impl Spooler {
     }
 
     /// A new batch: its sequence number and key are on disk before its first line.
-    fn open_batch(&self, key: &str) -> std::io::Result<OpenBatch> {
-        let next = self.dir.join("next");
-        let seq = std::fs::read_to_string(&next)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+    fn open_batch(&mut self, key: &str) -> std::io::Result<OpenBatch> {
+        let seq = self.next_seq()?;
         let ext = self.batch.compression.extension();
         write_synced(
             &self.dir.join(format!("{seq:012}.key")),
             &format!("{key}-{}-{seq:06}.ndjson{ext}", self.instance),
         )?;
-        write_synced(&next, &(seq + 1).to_string())?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -267,7 +297,26 @@ impl Spooler {
         })
     }
 
-    /// Syncs the open batch and marks it ready for upload.
+    /// A sequence number never given before, in this run or an earlier one: `next` on
+    /// disk reserves a block of them at a time.
+    fn next_seq(&mut self) -> std::io::Result<u64> {
+        if self.seq == self.reserved {
+            let next = self.dir.join("next");
+            let stored = std::fs::read_to_string(&next)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            self.seq = self.seq.max(stored);
+            self.reserved = self.seq + SEQ_BLOCK;
+            write_synced(&next, &self.reserved.to_string())?;
+        }
+        self.seq += 1;
+        Ok(self.seq - 1)
+    }
+
+    /// Syncs the open batch and marks it ready for upload. The rename needs no sync of the
+    /// folder: a crash that loses it leaves the batch `.open`, and the next start closes
+    /// it, so the batch is uploaded either way (under the same key).
     fn close(&mut self) -> std::io::Result<()> {
         let Some(batch) = self.open.take() else {
             return Ok(());
@@ -275,7 +324,6 @@ impl Spooler {
         batch.file.sync_data()?;
         let name = |ext: &str| self.dir.join(format!("{:012}.{ext}", batch.seq));
         std::fs::rename(name("open"), name("ready"))?;
-        sync_dir(&self.dir)?;
         self.waiting.closed(batch.bytes);
         self.closed.send_replace(());
         Ok(())
@@ -344,6 +392,10 @@ fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// How many sequence numbers `next` reserves at once: one synced write per this many
+/// batches.
+const SEQ_BLOCK: u64 = 64;
 
 /// Batches of one action uploaded at once: a store far away (tens of milliseconds a put)
 /// then keeps up with a fast stream.
@@ -422,11 +474,11 @@ impl Upload {
     /// a batch of any size holds at most a few parts in memory. A batch of one part is one
     /// put; a bigger one a multipart upload, aborted when a part fails (the retry starts
     /// over, under the same key).
-    async fn put(&self, seq: u64) -> Result<(), String> {
+    async fn put(&self, seq: u64) -> Result<(), UploadError> {
         let name = |ext: &str| self.dir.join(format!("{seq:012}.{ext}"));
         let key = tokio::fs::read_to_string(name("key"))
             .await
-            .map_err(|e| format!("cannot read its key: {e}"))?;
+            .map_err(UploadError::Key)?;
         // Reading and compressing block: off the runtime's thread, which carries every
         // message meanwhile.
         let (parts_out, mut parts) = mpsc::channel(1);
@@ -458,7 +510,7 @@ impl Upload {
         Ok(())
     }
 
-    async fn put_whole(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+    async fn put_whole(&self, key: &str, body: Vec<u8>) -> Result<(), UploadError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -477,7 +529,7 @@ impl Upload {
         key: &str,
         parts: impl futures_util::Stream<Item = Vec<u8>>,
         reading: Reading,
-    ) -> Result<(u64, usize), String> {
+    ) -> Result<(u64, usize), UploadError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -507,7 +559,7 @@ impl Upload {
         upload_id: &str,
         parts: impl futures_util::Stream<Item = Vec<u8>>,
         reading: Reading,
-    ) -> Result<(u64, usize), String> {
+    ) -> Result<(u64, usize), UploadError> {
         let mut parts = std::pin::pin!(parts);
         let mut done = Vec::new();
         while let Some(body) = parts.next().await {
@@ -555,19 +607,24 @@ impl Upload {
         Ok((bytes, count))
     }
 
-    fn failed(&self, key: &str, doing: &str, why: String) -> String {
-        format!("cannot {doing} `s3://{}/{key}`: {why}", self.bucket)
+    fn failed(&self, key: &str, doing: &'static str, why: String) -> UploadError {
+        UploadError::Store {
+            doing,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            why,
+        }
     }
 }
 
 /// The reading and compressing of a batch, on a blocking thread: the bytes it read.
 type Reading = tokio::task::JoinHandle<std::io::Result<u64>>;
 
-async fn read(reading: Reading) -> Result<u64, String> {
+async fn read(reading: Reading) -> Result<u64, UploadError> {
     reading
         .await
-        .map_err(|e| format!("cannot read it: {e}"))?
-        .map_err(|e| format!("cannot read or compress it: {e}"))
+        .map_err(UploadError::Reader)?
+        .map_err(UploadError::Read)
 }
 
 /// The size of the parts a batch is sent in: above S3's minimum part size (5 MiB), and the
