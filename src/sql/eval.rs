@@ -252,6 +252,10 @@ pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value>
         CExpr::Subquery(query) => {
             let from = eval(&query.from, env, row);
             let rows: &[Value] = match from.as_ref() {
+                // `FROM *` iterates one element, the current row, whatever it holds: AWS
+                // gives an array of one result (observed, aws-iot-builder-tools/
+                // validation-tool-for-aws-iot-rules, include-topic-and-transform.json).
+                _ if matches!(query.from, CExpr::Star) => std::slice::from_ref(row),
                 Value::Array(items) => items,
                 Value::Undefined => return Cow::Owned(Value::Undefined),
                 // Over one object the query yields one result, not an array (AWS's
