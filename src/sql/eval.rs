@@ -6,8 +6,6 @@
 
 use std::borrow::Cow;
 
-use bigdecimal::BigDecimal;
-
 use super::ast::BinaryOp;
 use super::compile::{CExpr, CInList, CItem, CSelect, CastType, Query};
 use super::value::{self, from_f64, num_is_zero, Conv, Num, Object, Value};
@@ -406,12 +404,10 @@ fn arithmetic(op: BinaryOp, a: &Value, b: &Value) -> Value {
             BinaryOp::Div => i.checked_div(*j),
             _ => i.checked_rem(*j),
         };
+        // Ints have at most 34 digits, so only a product can overflow 128 bits; a result
+        // beyond 34 digits is a Decimal.
         if let Some(result) = exact {
-            return Value::Int(result);
-        }
-        if op == BinaryOp::Div {
-            // Only i64::MIN / -1 gets here; its exact value is whole.
-            return Value::Decimal(-BigDecimal::from(*i));
+            return value::int_value(result);
         }
     }
     let (x, y) = (x.to_decimal(), y.to_decimal());
@@ -427,9 +423,8 @@ fn arithmetic(op: BinaryOp, a: &Value, b: &Value) -> Value {
 
 fn negate(v: &Value) -> Value {
     match operand(v) {
-        Some(Num::Int(i)) => i
-            .checked_neg()
-            .map_or_else(|| Value::Decimal(-BigDecimal::from(i)), Value::Int),
+        // Ints are within -INT_MAX..=INT_MAX, so the negation is too.
+        Some(Num::Int(i)) => Value::Int(-i),
         Some(Num::Dec(d)) => Value::Decimal(-d),
         None => Value::Undefined,
     }
@@ -446,10 +441,10 @@ pub fn cast(v: &Value, to: CastType, version: SqlVersion) -> Value {
             .to_text(version)
             .map_or(Value::Undefined, |s| Value::String(s.into_owned())),
         CastType::Int => match v {
-            Value::Bool(b) => Value::Int(i64::from(*b)),
+            Value::Bool(b) => Value::Int(i128::from(*b)),
             _ => match v.to_num() {
                 Conv::Ok(Num::Int(i)) => Value::Int(i),
-                Conv::Ok(Num::Dec(d)) => value::decimal_to_i64(&d).map_or_else(
+                Conv::Ok(Num::Dec(d)) => value::decimal_to_int(&d).map_or_else(
                     || Value::Decimal(d.with_scale_round(0, bigdecimal::RoundingMode::Down)),
                     Value::Int,
                 ),
@@ -457,7 +452,7 @@ pub fn cast(v: &Value, to: CastType, version: SqlVersion) -> Value {
             },
         },
         CastType::Decimal => match v {
-            Value::Bool(b) => Value::Int(i64::from(*b)),
+            Value::Bool(b) => Value::Int(i128::from(*b)),
             _ => v.to_num().ok().map_or(Value::Undefined, |n| match n {
                 Num::Int(i) => Value::Int(i),
                 Num::Dec(d) => Value::Decimal(d),

@@ -21,10 +21,10 @@ pub fn topic(env: &Env, args: Vec<Value>) -> Value {
     let topic = env.msg.topic;
     match args.first() {
         None => Value::String(topic.to_owned()),
-        Some(n) => match n.to_int().ok() {
+        Some(n) => match n.to_int().ok().and_then(|n| usize::try_from(n).ok()) {
             Some(n) if n >= 1 => topic
                 .split('/')
-                .nth(n as usize - 1)
+                .nth(n - 1)
                 .map_or(Value::Undefined, |level| Value::String(level.to_owned())),
             _ => Value::Undefined,
         },
@@ -57,7 +57,7 @@ pub fn get_thing_shadow(env: &Env, args: Vec<Value>) -> Value {
 
 /// The epoch milliseconds at which the engine received the message.
 pub fn timestamp(env: &Env, _: Vec<Value>) -> Value {
-    Value::Int(env.msg.timestamp_ms)
+    Value::Int(env.msg.timestamp_ms.into())
 }
 
 /// The SQL version of the rule.

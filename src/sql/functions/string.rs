@@ -86,12 +86,12 @@ pub fn indexof(env: &Env, args: Vec<Value>) -> Value {
     let Some((s, needle)) = two_texts(env, args) else {
         return Value::Undefined;
     };
-    Value::Int(s.find(&needle).map_or(-1, |at| utf16_len(&s[..at]) as i64))
+    Value::Int(s.find(&needle).map_or(-1, |at| utf16_len(&s[..at]) as i128))
 }
 
 /// The number of UTF-16 code units, as Java's `String.length`.
 pub fn length(env: &Env, args: Vec<Value>) -> Value {
-    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(utf16_len(&s) as i64))
+    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(utf16_len(&s) as i128))
 }
 
 /// The length of a string in UTF-16 code units.
@@ -124,7 +124,7 @@ pub(super) fn utf16_slice(s: &str, from: usize, to: usize) -> String {
 
 /// The number of bytes of the UTF-8 encoding.
 pub fn numbytes(env: &Env, args: Vec<Value>) -> Value {
-    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(s.len() as i64))
+    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(s.len() as i128))
 }
 
 pub fn lower(env: &Env, args: Vec<Value>) -> Value {
