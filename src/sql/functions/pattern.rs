@@ -69,10 +69,12 @@ fn compile(pattern: &str) -> Option<Regex> {
     })
 }
 
-/// Java's white space for `\s`: space, tab, newline, vertical tab, form feed, return.
-const JAVA_SPACE: &str = r"[ \t\n\x0B\f\r]";
+/// Java's white space for `\s`: space, tab, newline, vertical tab, form feed, return. The
+/// space is written `\x20`, which `(?x)` does not ignore.
+const JAVA_SPACE: &str = r"[\x20\t\n\x0B\f\r]";
 /// Java's `\h`.
-const JAVA_HORIZONTAL: &str = r"[ \t\xA0\x{1680}\x{180E}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}]";
+const JAVA_HORIZONTAL: &str =
+    r"[\x20\t\xA0\x{1680}\x{180E}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}]";
 /// Java's `\v`.
 const JAVA_VERTICAL: &str = r"[\n\x0B\f\r\x{85}\x{2028}\x{2029}]";
 
@@ -382,6 +384,8 @@ mod tests {
         assert_eq!(matches("\u{2003}", r"\s"), Some(false));
         assert_eq!(matches("\u{2003}", r"\h"), Some(true));
         assert_eq!(matches("x-1", r"^[\w-]+$"), Some(true));
+        assert_eq!(matches("a b", r"(?x) a \s b"), Some(true));
+        assert_eq!(matches("a b", r"^\S+$"), Some(false));
         // Look-around, atomic groups and possessive quantifiers.
         assert_eq!(matches("ab", "a(?=b)"), Some(true));
         assert_eq!(matches("ab", "(?<!a)b"), Some(false));
