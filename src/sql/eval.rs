@@ -6,8 +6,6 @@
 
 use std::borrow::Cow;
 
-use bigdecimal::BigDecimal;
-
 use super::ast::BinaryOp;
 use super::compile::{CExpr, CInList, CItem, CSelect, CastType, Query};
 use super::value::{self, from_f64, num_is_zero, Conv, Num, Object, Value};
@@ -252,6 +250,10 @@ pub fn eval<'v>(expr: &'v CExpr, env: &'v Env, row: &'v Value) -> Cow<'v, Value>
         CExpr::Subquery(query) => {
             let from = eval(&query.from, env, row);
             let rows: &[Value] = match from.as_ref() {
+                // `FROM *` iterates one element, the current row, whatever it holds: AWS
+                // gives an array of one result (observed, aws-iot-builder-tools/
+                // validation-tool-for-aws-iot-rules, include-topic-and-transform.json).
+                _ if matches!(query.from, CExpr::Star) => std::slice::from_ref(row),
                 Value::Array(items) => items,
                 Value::Undefined => return Cow::Owned(Value::Undefined),
                 // Over one object the query yields one result, not an array (AWS's
@@ -402,12 +404,10 @@ fn arithmetic(op: BinaryOp, a: &Value, b: &Value) -> Value {
             BinaryOp::Div => i.checked_div(*j),
             _ => i.checked_rem(*j),
         };
+        // Ints have at most 34 digits, so only a product can overflow 128 bits; a result
+        // beyond 34 digits is a Decimal.
         if let Some(result) = exact {
-            return Value::Int(result);
-        }
-        if op == BinaryOp::Div {
-            // Only i64::MIN / -1 gets here; its exact value is whole.
-            return Value::Decimal(-BigDecimal::from(*i));
+            return value::int_value(result);
         }
     }
     let (x, y) = (x.to_decimal(), y.to_decimal());
@@ -423,9 +423,8 @@ fn arithmetic(op: BinaryOp, a: &Value, b: &Value) -> Value {
 
 fn negate(v: &Value) -> Value {
     match operand(v) {
-        Some(Num::Int(i)) => i
-            .checked_neg()
-            .map_or_else(|| Value::Decimal(-BigDecimal::from(i)), Value::Int),
+        // Ints are within -INT_MAX..=INT_MAX, so the negation is too.
+        Some(Num::Int(i)) => Value::Int(-i),
         Some(Num::Dec(d)) => Value::Decimal(-d),
         None => Value::Undefined,
     }
@@ -442,10 +441,10 @@ pub fn cast(v: &Value, to: CastType, version: SqlVersion) -> Value {
             .to_text(version)
             .map_or(Value::Undefined, |s| Value::String(s.into_owned())),
         CastType::Int => match v {
-            Value::Bool(b) => Value::Int(i64::from(*b)),
+            Value::Bool(b) => Value::Int(i128::from(*b)),
             _ => match v.to_num() {
                 Conv::Ok(Num::Int(i)) => Value::Int(i),
-                Conv::Ok(Num::Dec(d)) => value::decimal_to_i64(&d).map_or_else(
+                Conv::Ok(Num::Dec(d)) => value::decimal_to_int(&d).map_or_else(
                     || Value::Decimal(d.with_scale_round(0, bigdecimal::RoundingMode::Down)),
                     Value::Int,
                 ),
@@ -453,7 +452,7 @@ pub fn cast(v: &Value, to: CastType, version: SqlVersion) -> Value {
             },
         },
         CastType::Decimal => match v {
-            Value::Bool(b) => Value::Int(i64::from(*b)),
+            Value::Bool(b) => Value::Int(i128::from(*b)),
             _ => v.to_num().ok().map_or(Value::Undefined, |n| match n {
                 Num::Int(i) => Value::Int(i),
                 Num::Dec(d) => Value::Decimal(d),

@@ -23,6 +23,18 @@ pub type Object = indexmap::IndexMap<String, Value, foldhash::fast::RandomState>
 /// The precision of AWS IoT's Decimal: 34 significant digits (IEEE 754 decimal128).
 pub const DECIMAL_DIGITS: u64 = 34;
 
+/// The largest Int: 34 nines, AWS's Int having up to 34 digits.
+pub const INT_MAX: i128 = 10i128.pow(DECIMAL_DIGITS as u32) - 1;
+
+/// An integer as a value: an Int within 34 digits, a whole Decimal beyond.
+pub fn int_value(i: i128) -> Value {
+    if (-INT_MAX..=INT_MAX).contains(&i) {
+        Value::Int(i)
+    } else {
+        decimal_value(BigDecimal::from(i))
+    }
+}
+
 /// A value of AWS IoT SQL.
 #[derive(Clone, Debug, Default)]
 pub enum Value {
@@ -33,9 +45,10 @@ pub enum Value {
     Null,
     /// `true`, `false`.
     Bool(bool),
-    /// A whole number that fits 64 bits: `42`. Larger ones are whole Decimals.
-    Int(i64),
-    /// A number with a fraction or an exponent: `1.5`, `2E3`, or an integer beyond 64 bits.
+    /// A whole number of at most 34 digits (AWS's Int): `42`. Always within
+    /// `-INT_MAX..=INT_MAX`; larger ones are whole Decimals.
+    Int(i128),
+    /// A number with a fraction or an exponent: `1.5`, `2E3`, or an integer beyond 34 digits.
     Decimal(BigDecimal),
     /// UTF-8 text: `'abc'`.
     String(String),
@@ -50,7 +63,7 @@ pub enum Value {
 /// A number, as the arithmetic and comparison rules see it.
 #[derive(Clone, Debug)]
 pub enum Num {
-    Int(i64),
+    Int(i128),
     Dec(BigDecimal),
 }
 
@@ -145,11 +158,11 @@ impl Value {
     }
 
     /// To Int: a Decimal is rounded down (toward zero), as `cast` and the functions do;
-    /// a numeric string goes through Decimal.
-    pub fn to_int(&self) -> Conv<i64> {
+    /// a numeric string goes through Decimal. Beyond 34 digits: Undefined.
+    pub fn to_int(&self) -> Conv<i128> {
         match self.to_num() {
             Conv::Ok(Num::Int(i)) => Conv::Ok(i),
-            Conv::Ok(Num::Dec(d)) => match decimal_to_i64(&d) {
+            Conv::Ok(Num::Dec(d)) => match decimal_to_int(&d) {
                 Some(i) => Conv::Ok(i),
                 None => Conv::Undefined,
             },
@@ -158,12 +171,22 @@ impl Value {
         }
     }
 
-    /// To Int like [`Value::to_int`], but a number beyond 64 bits saturates to `i64::MIN` or
+    /// To Int like [`Value::to_int`], for functions that work on 64 bits (bit operations,
+    /// times, character codes): beyond 64 bits, Undefined.
+    pub fn to_i64(&self) -> Conv<i64> {
+        match self.to_int() {
+            Conv::Ok(i) => i64::try_from(i).map_or(Conv::Undefined, Conv::Ok),
+            Conv::Null => Conv::Null,
+            Conv::Undefined => Conv::Undefined,
+        }
+    }
+
+    /// To Int like [`Value::to_i64`], but a number beyond 64 bits saturates to `i64::MIN` or
     /// `i64::MAX` instead of being Undefined: for counts and indexes that are clamped anyway
     /// (`lpad(s, 1E30)`, `substring(s, -2.411E247)`).
     pub fn to_int_saturating(&self) -> Conv<i64> {
         match self.to_num() {
-            Conv::Ok(Num::Int(i)) => Conv::Ok(i),
+            Conv::Ok(Num::Int(i)) => Conv::Ok(i.clamp(i64::MIN.into(), i64::MAX.into()) as i64),
             Conv::Ok(Num::Dec(d)) => Conv::Ok(decimal_to_i64(&d).unwrap_or(
                 if d.sign() == bigdecimal::num_bigint::Sign::Minus {
                     i64::MIN
@@ -258,7 +281,7 @@ impl Value {
         match self {
             Value::Undefined | Value::Null => out.extend_from_slice(b"null"),
             Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Int(i) => push_i64(out, *i),
+            Value::Int(i) => push_i128(out, *i),
             Value::Decimal(d) => write_decimal(out, d, version),
             Value::String(s) => write_json_string(out, s),
             Value::Binary(bytes) => write_json_string(out, &String::from_utf8_lossy(bytes)),
@@ -291,11 +314,20 @@ impl Value {
 }
 
 /// Writes an integer's digits without allocating.
-fn push_i64(out: &mut Vec<u8>, i: i64) {
+fn push_i128(out: &mut Vec<u8>, i: i128) {
     if i < 0 {
         out.push(b'-');
     }
-    push_u64(out, i.unsigned_abs(), 0);
+    let magnitude = i.unsigned_abs();
+    match u64::try_from(magnitude) {
+        Ok(small) => push_u64(out, small, 0),
+        Err(_) => {
+            // At most 34 digits: the high part, then the low 19 digits zero-padded.
+            const LOW: u128 = 10u128.pow(19);
+            push_u64(out, (magnitude / LOW) as u64, 0);
+            push_u64(out, (magnitude % LOW) as u64, 19);
+        }
+    }
 }
 
 /// Writes `n`'s digits, at least `min_digits` of them (zero-padded on the left).
@@ -332,6 +364,49 @@ mod tests {
 
     fn json(text: &str, version: SqlVersion) -> String {
         String::from_utf8(Value::from_payload(text.as_bytes()).to_json(version)).unwrap()
+    }
+
+    #[test]
+    fn ints_have_34_digits() {
+        let v16 = SqlVersion::V2016_03_23;
+        let nines = "9".repeat(34);
+        assert!(matches!(parse_number(&nines), Some(Value::Int(_))));
+        assert!(matches!(
+            parse_number(&format!("-{nines}")),
+            Some(Value::Int(_))
+        ));
+        assert!(matches!(
+            parse_number(&format!("1{nines}")),
+            Some(Value::Decimal(_))
+        ));
+        assert!(matches!(int_value(INT_MAX + 1), Value::Decimal(_)));
+        for text in [
+            "18446744073709551616",
+            "-10000000000000000000",
+            "10000000000000000001",
+            "1000000000000000000000000000000000",
+            &nines,
+        ] {
+            assert_eq!(json(text, v16), text);
+            let Some(Value::Int(i)) = parse_number(text) else {
+                panic!("{text} is not an Int");
+            };
+            assert_eq!(i.to_string(), text);
+        }
+        assert!(matches!(
+            Value::String(nines.clone()).to_int(),
+            Conv::Ok(i) if i == INT_MAX
+        ));
+        assert_eq!(Value::String(format!("1{nines}")).to_int(), Conv::Undefined);
+        assert_eq!(
+            Value::String("9223372036854775808".into()).to_i64(),
+            Conv::Undefined
+        );
+        assert_eq!(
+            Value::String("1e30".into()).to_int_saturating(),
+            Conv::Ok(i64::MAX)
+        );
+        assert_eq!(Value::Int(-INT_MAX).to_int_saturating(), Conv::Ok(i64::MIN));
     }
 
     #[test]

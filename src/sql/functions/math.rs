@@ -12,7 +12,7 @@ use bigdecimal::{BigDecimal, RoundingMode};
 
 use super::super::eval::Env;
 use super::super::value::{
-    decimal_to_i64, from_f64, num_is_zero, round_decimal, round_to_scale, Conv, Num, Value,
+    decimal_to_int, from_f64, num_is_zero, round_decimal, round_to_scale, Conv, Num, Value,
 };
 use super::args_n;
 
@@ -109,9 +109,8 @@ pub fn power(_: &Env, args: Vec<Value>) -> Value {
 
 pub fn abs(_: &Env, args: Vec<Value>) -> Value {
     match one(args) {
-        Some(Num::Int(i)) => i
-            .checked_abs()
-            .map_or_else(|| Value::Decimal(BigDecimal::from(i).abs()), Value::Int),
+        // Ints are within -INT_MAX..=INT_MAX, so the absolute value is too.
+        Some(Num::Int(i)) => Value::Int(i.abs()),
         Some(Num::Dec(d)) => Value::Decimal(d.abs()),
         None => Value::Undefined,
     }
@@ -136,7 +135,7 @@ fn to_whole(args: Vec<Value>, mode: RoundingMode) -> Value {
         Some(Num::Int(i)) => Value::Int(i),
         Some(Num::Dec(d)) => {
             let whole = round_to_scale(&d, 0, mode);
-            decimal_to_i64(&whole).map_or(Value::Decimal(whole), Value::Int)
+            decimal_to_int(&whole).map_or(Value::Decimal(whole), Value::Int)
         }
         None => Value::Undefined,
     }
@@ -219,13 +218,14 @@ fn bits(args: Vec<Value>, f: fn(i64, i64) -> i64) -> Value {
     let Some([x, y]) = args_n(args) else {
         return Value::Undefined;
     };
-    match (x.to_int(), y.to_int()) {
-        (Conv::Ok(a), Conv::Ok(b)) => Value::Int(f(a, b)),
+    match (x.to_i64(), y.to_i64()) {
+        (Conv::Ok(a), Conv::Ok(b)) => Value::Int(f(a, b).into()),
         _ => Value::Undefined,
     }
 }
 
-/// Bitwise AND of the two arguments converted to Int (Decimals rounded down), on 64 bits.
+/// Bitwise AND of the two arguments converted to Int (Decimals rounded down), on 64 bits
+/// (an argument beyond 64 bits gives Undefined).
 pub fn bitand(_: &Env, args: Vec<Value>) -> Value {
     bits(args, |a, b| a & b)
 }
@@ -241,8 +241,8 @@ pub fn bitxor(_: &Env, args: Vec<Value>) -> Value {
 /// The two's-complement NOT (`bitnot(13)` = -14, as Java's `~13`); the reference's example
 /// `bitnot(13)` = 2 is a NOT over 4 bits only.
 pub fn bitnot(_: &Env, args: Vec<Value>) -> Value {
-    match args_n::<1>(args).map(|[x]| x.to_int()) {
-        Some(Conv::Ok(a)) => Value::Int(!a),
+    match args_n::<1>(args).map(|[x]| x.to_i64()) {
+        Some(Conv::Ok(a)) => Value::Int((!a).into()),
         _ => Value::Undefined,
     }
 }
@@ -290,6 +290,25 @@ mod tests {
             ("mod", &["8", "0"], "undefined"),
             ("mod", &["8", "0.0"], "undefined"),
             ("mod", &["-9223372036854775808", "-1"], "0"),
+            ("mod", &["12345678901234567891", "10"], "1"),
+            (
+                "abs",
+                &["-9999999999999999999999999999999999"],
+                "9999999999999999999999999999999999",
+            ),
+            ("floor", &["12345678901234567891.5"], "12345678901234567891"),
+            (
+                "round",
+                &["-12345678901234567891.5"],
+                "-12345678901234567892",
+            ),
+            ("bitand", &["18446744073709551616", "1"], "undefined"),
+            ("bitnot", &["9223372036854775808"], "undefined"),
+            (
+                "bitor",
+                &["9223372036854775807", "0"],
+                "9223372036854775807",
+            ),
             ("mod", &["\"8.5\"", "3"], "2.5"),
             ("mod", &["1E-999", "3"], "1E-999"),
             ("mod", &["1E+999", "0.3"], "0.1"),

@@ -10,6 +10,7 @@ use base64::Engine as _;
 
 use super::super::eval::Env;
 use super::super::value::{from_f64, Conv, Object, Value};
+use super::string::{utf16_len, utf16_slice};
 use super::{args_n, string};
 
 /// The largest array `transform` returns, as its JSON text (the reference: 128 KiB).
@@ -20,10 +21,10 @@ pub fn topic(env: &Env, args: Vec<Value>) -> Value {
     let topic = env.msg.topic;
     match args.first() {
         None => Value::String(topic.to_owned()),
-        Some(n) => match n.to_int().ok() {
+        Some(n) => match n.to_int().ok().and_then(|n| usize::try_from(n).ok()) {
             Some(n) if n >= 1 => topic
                 .split('/')
-                .nth(n as usize - 1)
+                .nth(n - 1)
                 .map_or(Value::Undefined, |level| Value::String(level.to_owned())),
             _ => Value::Undefined,
         },
@@ -56,7 +57,7 @@ pub fn get_thing_shadow(env: &Env, args: Vec<Value>) -> Value {
 
 /// The epoch milliseconds at which the engine received the message.
 pub fn timestamp(env: &Env, _: Vec<Value>) -> Value {
-    Value::Int(env.msg.timestamp_ms)
+    Value::Int(env.msg.timestamp_ms.into())
 }
 
 /// The SQL version of the rule.
@@ -133,7 +134,8 @@ pub fn get_or_default(_: &Env, args: Vec<Value>) -> Value {
 }
 
 /// `get(collection, key)`: the element of an Array at a 0-based index (converted to Int),
-/// the character of a String at a 0-based index, or the member of an Object under a String
+/// the UTF-16 unit of a String at a 0-based index (as Java's `charAt`; half of a character
+/// beyond the Basic Multilingual Plane is U+FFFD, see string.rs), or the member of an Object under a String
 /// key (not converted). Out of bounds, or anything else: Undefined.
 pub fn get(_: &Env, args: Vec<Value>) -> Value {
     let Some([collection, key]) = args_n(args) else {
@@ -148,9 +150,10 @@ pub fn get(_: &Env, args: Vec<Value>) -> Value {
             Some(i) if i < items.len() => items.swap_remove(i),
             _ => Value::Undefined,
         },
-        Value::String(s) => index()
-            .and_then(|i| s.chars().nth(i))
-            .map_or(Value::Undefined, |c| string(c.to_string())),
+        Value::String(s) => match index() {
+            Some(i) if i < utf16_len(&s) => string(utf16_slice(&s, i, i + 1)),
+            _ => Value::Undefined,
+        },
         Value::Object(mut members) => match &key {
             Value::String(k) => members.swap_remove(k.as_str()).unwrap_or_default(),
             _ => Value::Undefined,
@@ -262,6 +265,9 @@ mod tests {
             ("get", &["[\"a\",\"b\",\"c\"]", "3"], "undefined"),
             ("get", &["[\"a\",\"b\",\"c\"]", "-1"], "undefined"),
             ("get", &["\"abc\"", "1"], "\"b\""),
+            ("get", &["\"😀b\"", "2"], "\"b\""),
+            ("get", &["\"😀b\"", "0"], "\"\u{FFFD}\""),
+            ("get", &["\"😀b\"", "3"], "undefined"),
             ("get", &["\"abc\"", "1E+30"], "undefined"),
             ("get", &["{\"a\":\"b\"}", "\"a\""], "\"b\""),
             ("get", &["{\"1\":\"b\"}", "1"], "undefined"),

@@ -1,8 +1,10 @@
 //! String functions. Arguments that are not strings go through the To String conversion
 //! (numbers as digits, Booleans as `true`/`false`, arrays and objects as JSON); Null,
-//! Undefined and binary payloads give Undefined. Lengths and indexes count Unicode
-//! characters (Java counts UTF-16 units: the two differ only beyond the Basic Multilingual
-//! Plane, for emoji and the like).
+//! Undefined and binary payloads give Undefined. Lengths and indexes count UTF-16 code
+//! units, as Java's do: a character beyond the Basic Multilingual Plane (an emoji, say)
+//! counts 2, so `length('😀')` is 2. Where an index splits such a character in two, Java
+//! would give half of it (a lone surrogate), which a Rust string cannot hold: the half
+//! becomes U+FFFD, the replacement character (`substring`, and `get` in misc.rs).
 
 use super::super::eval::Env;
 use super::super::value::{Conv, Value};
@@ -78,26 +80,51 @@ pub fn startswith(env: &Env, args: Vec<Value>) -> Value {
     })
 }
 
-/// The 0-based character index of the first occurrence of the second string in the first;
+/// The 0-based UTF-16 index of the first occurrence of the second string in the first;
 /// -1 when there is none (as Java's `indexOf`; the reference does not say).
 pub fn indexof(env: &Env, args: Vec<Value>) -> Value {
     let Some((s, needle)) = two_texts(env, args) else {
         return Value::Undefined;
     };
-    Value::Int(
-        s.find(&needle)
-            .map_or(-1, |at| s[..at].chars().count() as i64),
-    )
+    Value::Int(s.find(&needle).map_or(-1, |at| utf16_len(&s[..at]) as i128))
 }
 
-/// The number of characters.
+/// The number of UTF-16 code units, as Java's `String.length`.
 pub fn length(env: &Env, args: Vec<Value>) -> Value {
-    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(s.chars().count() as i64))
+    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(utf16_len(&s) as i128))
+}
+
+/// The length of a string in UTF-16 code units.
+pub(super) fn utf16_len(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// The UTF-16 code units `from..to` of a string (`from <= to`, both within its length),
+/// as Java's `String.substring`; a character of two units of which only one is in the
+/// range becomes U+FFFD.
+pub(super) fn utf16_slice(s: &str, from: usize, to: usize) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for c in s.chars() {
+        let end = at + c.len_utf16();
+        if end > from && at < to {
+            if at >= from && end <= to {
+                out.push(c);
+            } else {
+                out.push(char::REPLACEMENT_CHARACTER);
+            }
+        }
+        if end >= to {
+            break;
+        }
+        at = end;
+    }
+    out
 }
 
 /// The number of bytes of the UTF-8 encoding.
 pub fn numbytes(env: &Env, args: Vec<Value>) -> Value {
-    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(s.len() as i64))
+    one_text(env, args).map_or(Value::Undefined, |s| Value::Int(s.len() as i128))
 }
 
 pub fn lower(env: &Env, args: Vec<Value>) -> Value {
@@ -149,8 +176,10 @@ pub fn rpad(env: &Env, args: Vec<Value>) -> Value {
     })
 }
 
-/// Every occurrence of the second string replaced by the third, literally (an empty second
-/// string matches between every two characters, as in Java).
+/// Every occurrence of the second string replaced by the third, literally. An empty second
+/// string matches between every two characters, as in Java, but between whole characters:
+/// Java also matches between the two UTF-16 units of an emoji, which would leave lone
+/// surrogates.
 pub fn replace(env: &Env, args: Vec<Value>) -> Value {
     let Some([s, from, to]) = args_n(args) else {
         return Value::Undefined;
@@ -170,7 +199,7 @@ pub fn replace(env: &Env, args: Vec<Value>) -> Value {
     string(s.replace(from.as_str(), &to))
 }
 
-/// `substring(s, from[, to])`: characters from `from` (0-based, inclusive) to `to`
+/// `substring(s, from[, to])`: UTF-16 units from `from` (0-based, inclusive) to `to`
 /// (exclusive; the end by default). Indexes are converted to Int (rounded down; numbers
 /// beyond 64 bits saturate) and clamped to 0..=length; `from >= to` gives "".
 pub fn substring(env: &Env, args: Vec<Value>) -> Value {
@@ -181,7 +210,7 @@ pub fn substring(env: &Env, args: Vec<Value>) -> Value {
     let Some(s) = text(env, &s) else {
         return Value::Undefined;
     };
-    let len = s.chars().count() as i64;
+    let len = utf16_len(&s) as i64;
     let index = |v: &Value| match v.to_int_saturating() {
         Conv::Ok(i) => Some(i.clamp(0, len) as usize),
         _ => None,
@@ -199,7 +228,7 @@ pub fn substring(env: &Env, args: Vec<Value>) -> Value {
     if from >= to {
         return string("");
     }
-    string(s.chars().skip(from).take(to - from).collect::<String>())
+    string(utf16_slice(&s, from, to))
 }
 
 #[cfg(test)]
@@ -234,6 +263,9 @@ mod tests {
             ("indexof", &["\"abcd\"", "\"z\""], "-1"),
             ("length", &["false"], "5"),
             ("length", &["\"€\""], "1"),
+            ("length", &["\"😀\""], "2"),
+            ("length", &["\"a😀b\""], "4"),
+            ("indexof", &["\"😀x\"", "\"x\""], "2"),
             ("numbytes", &["\"€\""], "3"),
             ("lower", &["[\"HELLO\"]"], "\"[\\\"hello\\\"]\""),
             ("upper", &["false"], "\"FALSE\""),
@@ -257,6 +289,12 @@ mod tests {
             ("substring", &["\"012345\"", "3", "1"], "\"\""),
             ("substring", &["\"012345\"", "1", "3"], "\"12\""),
             ("substring", &["\"é€x\"", "1"], "\"€x\""),
+            ("substring", &["\"a😀b\"", "1", "3"], "\"😀\""),
+            ("substring", &["\"a😀b\"", "3"], "\"b\""),
+            ("substring", &["\"a😀b\"", "2"], "\"\u{FFFD}b\""),
+            ("substring", &["\"a😀b\"", "0", "2"], "\"a\u{FFFD}\""),
+            ("substring", &["\"😀\"", "1", "1"], "\"\""),
+            ("substring", &["\"a😀b\"", "0", "9"], "\"a😀b\""),
             ("substring", &["\"012345\"", "\"x\""], "undefined"),
             ("substring", &["\"012345\"", "1", "null"], "undefined"),
         ]);

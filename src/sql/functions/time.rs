@@ -198,7 +198,7 @@ pub fn parse_time(env: &Env, args: Vec<Value>) -> Value {
         Some(zone) => text(env, &zone).and_then(|id| Zone::from_id(&id)),
     };
     let (Some(pattern), Conv::Ok(millis), Some(zone)) =
-        (text(env, &pattern), millis.to_int(), zone)
+        (text(env, &pattern), millis.to_i64(), zone)
     else {
         return Value::Undefined;
     };
@@ -222,7 +222,7 @@ pub fn time_to_epoch(env: &Env, args: Vec<Value>) -> Value {
     };
     tokenize(&pattern, true)
         .and_then(|tokens| time_parse::parse(&tokens, &input))
-        .map_or(Value::Undefined, Value::Int)
+        .map_or(Value::Undefined, |ms| Value::Int(ms.into()))
 }
 
 #[cfg(test)]

@@ -26,13 +26,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Bool(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(v))
+        Ok(Value::Int(v.into()))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(match i64::try_from(v) {
-            Ok(i) => Value::Int(i),
-            Err(_) => parse_number(&v.to_string()).unwrap_or_default(),
-        })
+        Ok(Value::Int(v.into()))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(super::from_f64(v))

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use bigdecimal::num_bigint::BigInt;
 use bigdecimal::{BigDecimal, ToPrimitive, Zero};
 
-use super::{push_u64, Num, Value, DECIMAL_DIGITS};
+use super::{push_u64, Num, Value, DECIMAL_DIGITS, INT_MAX};
 use crate::sql::SqlVersion;
 
 /// Whether `text` is a number by AWS's String-to-Decimal rule: `^-?\d+(\.\d+)?((?i)E-?\d+)?$`.
@@ -45,15 +45,20 @@ pub fn is_numeric_text(text: &str) -> bool {
     i == b.len()
 }
 
-/// Parses JSON or SQL number text into an Int when it is a plain integer that fits, into a
-/// Decimal otherwise. The text must already be a valid number.
+/// Parses JSON or SQL number text into an Int when it is a plain integer of at most 34
+/// digits, into a Decimal otherwise. The text must already be a valid number.
 ///
 /// AWS keeps 34 significant digits; longer numbers are cut to that many before they are
 /// parsed, so that a hostile 200,000-digit number costs no more than a short one.
 pub fn parse_number(text: &str) -> Option<Value> {
     if !text.contains(['.', 'e', 'E']) {
         if let Ok(i) = text.parse::<i64>() {
-            return Some(Value::Int(i));
+            return Some(Value::Int(i.into()));
+        }
+        if text.trim_start_matches('-').len() <= DECIMAL_DIGITS as usize {
+            if let Ok(i) = text.parse::<i128>() {
+                return Some(Value::Int(i));
+            }
         }
     }
     if let Some(d) = short_decimal(text) {
@@ -162,6 +167,16 @@ pub(super) fn write_decimal(out: &mut Vec<u8>, d: &BigDecimal, version: SqlVersi
         out.push(b'.');
         push_u64(out, fraction, scale as usize);
     }
+}
+
+/// Rounds a Decimal toward zero to an Int (34 digits), or None when it does not fit.
+pub fn decimal_to_int(d: &BigDecimal) -> Option<i128> {
+    // |d| >= 1E34 cannot fit; checking first keeps `1E+1000000000` from being expanded.
+    if d.order_of_magnitude() > DECIMAL_DIGITS as i64 - 1 {
+        return None;
+    }
+    let i = round_to_scale(d, 0, bigdecimal::RoundingMode::Down).to_i128()?;
+    (-INT_MAX..=INT_MAX).contains(&i).then_some(i)
 }
 
 /// Rounds a Decimal toward zero to an i64, or None when it does not fit.
