@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod env;
+
 /// All settings; every key is optional.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -174,23 +176,6 @@ pub enum Protocol {
     V311,
 }
 
-/// An MQTT version topicrule does not speak.
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not an MQTT version topicrule speaks: \"5\" or \"3.1.1\"")]
-pub struct UnknownProtocol(String);
-
-impl std::str::FromStr for Protocol {
-    type Err = UnknownProtocol;
-
-    fn from_str(s: &str) -> Result<Protocol, UnknownProtocol> {
-        match s {
-            "5" | "5.0" => Ok(Protocol::V5),
-            "3.1.1" => Ok(Protocol::V311),
-            _ => Err(UnknownProtocol(s.to_owned())),
-        }
-    }
-}
-
 /// Where the rules are.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -310,44 +295,6 @@ impl Default for S3Settings {
     }
 }
 
-impl S3Settings {
-    /// Applies the `TOPICRULE_S3_*` variables.
-    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
-        let var = |name: &str| get(name).map(|v| (name.to_owned(), v));
-        if let Some((_, v)) = var("TOPICRULE_S3_ENDPOINT") {
-            self.endpoint = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some((_, v)) = var("TOPICRULE_S3_REGION") {
-            self.region = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some((n, v)) = var("TOPICRULE_S3_FORCE_PATH_STYLE") {
-            self.force_path_style = Some(env_value(&n, &v, "true or false")?);
-        }
-        if let Some((_, v)) = var("TOPICRULE_S3_CREDENTIALS_FILE") {
-            self.credentials_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
-        }
-        if let Some((_, v)) = var("TOPICRULE_S3_PROFILE") {
-            self.profile = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some((n, v)) = var("TOPICRULE_S3_ATTEMPT_TIMEOUT") {
-            self.attempt_timeout = env_value(&n, &v, "a number")?;
-        }
-        if let Some((n, v)) = var("TOPICRULE_S3_OPERATION_TIMEOUT") {
-            self.operation_timeout = env_value(&n, &v, "a number")?;
-        }
-        if let Some((n, v)) = var("TOPICRULE_S3_ATTEMPTS") {
-            self.attempts = env_value(&n, &v, "a number")?;
-        }
-        if let Some((_, v)) = var("TOPICRULE_S3_SPOOL_DIR") {
-            self.spool_dir = PathBuf::from(v);
-        }
-        if let Some((_, v)) = var("TOPICRULE_S3_INSTANCE_ID") {
-            self.instance_id = Some(v).filter(|v| !v.is_empty());
-        }
-        Ok(())
-    }
-}
-
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -365,20 +312,10 @@ pub enum SettingsError {
         count: usize,
         rendered: String,
     },
-    #[error("invalid value of `{name}`: {message}")]
-    Env { name: String, message: String },
-}
-
-/// The value of the environment variable `name`, or an error saying what it should be.
-fn env_value<T: std::str::FromStr>(
-    name: &str,
-    text: &str,
-    expected: &str,
-) -> Result<T, SettingsError> {
-    text.parse().map_err(|_| SettingsError::Env {
-        name: name.into(),
-        message: format!("`{text}` is not {expected}"),
-    })
+    /// A `TOPICRULE_*` variable that names no setting, or whose text its setting does not
+    /// take; the message names the variable.
+    #[error("{0}")]
+    Env(String),
 }
 
 impl SettingsError {
@@ -409,100 +346,32 @@ impl Settings {
     pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
         let default_path = Path::new("topicrule.toml");
         let path = path.or_else(|| default_path.exists().then_some(default_path));
-        let mut settings = match path {
-            None => Settings::default(),
+        let file = match path {
+            None => toml::Table::new(),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|error| SettingsError::Read {
                     path: path.to_owned(),
                     error,
                 })?;
-                crate::toml_read::from_str(&text)
+                // Every error of the file, with its place; then its values, to lay the
+                // environment over.
+                crate::toml_read::from_str::<Settings>(&text)
+                    .map_err(|(errors, _)| SettingsError::parse(path, &text, &errors))?;
+                crate::toml_read::from_str::<toml::Table>(&text)
                     .map_err(|(errors, _)| SettingsError::parse(path, &text, &errors))?
             }
         };
-        settings.apply_env(|name| std::env::var(name).ok())?;
-        Ok(settings)
+        Settings::layered(file, std::env::vars())
     }
 
-    /// Applies overrides from the environment (`get` looks a variable up).
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
-        if let Some(url) = get("TOPICRULE_BROKER_URL") {
-            self.broker.url = url;
-        }
-        if let Some(id) = get("TOPICRULE_BROKER_CLIENT_ID") {
-            self.broker.client_id = id;
-        }
-        if let Some(user) = get("TOPICRULE_BROKER_USERNAME") {
-            self.broker.username = Some(user);
-        }
-        if let Some(password) = get("TOPICRULE_BROKER_PASSWORD") {
-            self.broker.password = Some(password);
-        }
-        if let Some(k) = get("TOPICRULE_BROKER_KEEP_ALIVE") {
-            self.broker.keep_alive = env_value("TOPICRULE_BROKER_KEEP_ALIVE", &k, "a number")?;
-        }
-        self.apply_broker_env(&get)?;
-        if let Some(listen) = get("TOPICRULE_BROKER_EMBEDDED_LISTEN") {
-            let expected = "an address such as 127.0.0.1:1883";
-            self.broker.embedded.listen =
-                env_value("TOPICRULE_BROKER_EMBEDDED_LISTEN", &listen, expected)?;
-        }
-        if let Some(dir) = get("TOPICRULE_BROKER_EMBEDDED_DATA_DIR") {
-            self.broker.embedded.data_dir = PathBuf::from(dir);
-        }
-        if let Some(paths) = get("TOPICRULE_RULES_PATHS") {
-            self.rules.paths = std::env::split_paths(&paths).collect();
-        }
-        if let Some(dir) = get("TOPICRULE_FILE_BASE_DIR") {
-            self.file.base_dir = PathBuf::from(dir);
-        }
-        if let Some(listen) = get("TOPICRULE_METRICS_LISTEN") {
-            let expected = "an address such as 127.0.0.1:9464";
-            self.metrics.listen = match listen.as_str() {
-                "" => None,
-                _ => Some(env_value("TOPICRULE_METRICS_LISTEN", &listen, expected)?),
-            };
-        }
-        if let Some(enabled) = get("TOPICRULE_SHADOW_ENABLED") {
-            self.shadow.enabled = env_value("TOPICRULE_SHADOW_ENABLED", &enabled, "true or false")?;
-        }
-        if let Some(dir) = get("TOPICRULE_SHADOW_DIR") {
-            self.shadow.dir = PathBuf::from(dir);
-        }
-        if let Some(secs) = get("TOPICRULE_METRICS_STATUS_INTERVAL") {
-            self.metrics.status_interval =
-                env_value("TOPICRULE_METRICS_STATUS_INTERVAL", &secs, "a number")?;
-        }
-        self.s3.apply_env(&get)?;
-        Ok(())
-    }
-
-    /// The overrides of the connection settings: files, protocol, shared group.
-    fn apply_broker_env(
-        &mut self,
-        get: &impl Fn(&str) -> Option<String>,
-    ) -> Result<(), SettingsError> {
-        let b = &mut self.broker;
-        for (name, slot) in [
-            ("TOPICRULE_BROKER_PASSWORD_FILE", &mut b.password_file),
-            ("TOPICRULE_BROKER_CA_FILE", &mut b.ca_file),
-            ("TOPICRULE_BROKER_CERT_FILE", &mut b.cert_file),
-            ("TOPICRULE_BROKER_KEY_FILE", &mut b.key_file),
-        ] {
-            if let Some(path) = get(name) {
-                *slot = Some(PathBuf::from(path));
-            }
-        }
-        if let Some(p) = get("TOPICRULE_BROKER_PROTOCOL") {
-            b.protocol = p.parse().map_err(|e: UnknownProtocol| SettingsError::Env {
-                name: "TOPICRULE_BROKER_PROTOCOL".into(),
-                message: e.to_string(),
-            })?;
-        }
-        if let Some(group) = get("TOPICRULE_BROKER_SHARED_GROUP") {
-            b.shared_group = (!group.is_empty()).then_some(group);
-        }
-        Ok(())
+    /// The settings of `file` (a settings file's values) with the `TOPICRULE_*` variables
+    /// of `vars` over them (see `env`).
+    pub fn layered(
+        file: toml::Table,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        Settings::deserialize(env::overlay(file, vars))
+            .map_err(|e| SettingsError::Env(e.to_string()))
     }
 
     /// This instance's name in S3 batch keys and spool folders: `[s3] instance_id`, else
@@ -545,32 +414,67 @@ mod tests {
     use super::*;
 
     fn with_env(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let mut settings = Settings::default();
-        let get = |name: &str| {
-            vars.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        };
-        settings.apply_env(get).map(|()| settings)
+        let vars = vars.iter().map(|(n, v)| (n.to_string(), v.to_string()));
+        Settings::layered(toml::Table::new(), vars)
     }
 
     #[test]
-    fn environment_overrides_are_parsed_or_refused_by_name() {
+    fn every_setting_has_its_variable_read_as_its_type() {
         let settings = with_env(&[
             ("TOPICRULE_METRICS_LISTEN", "127.0.0.1:9464"),
             ("TOPICRULE_SHADOW_ENABLED", "true"),
             ("TOPICRULE_S3_ATTEMPTS", "7"),
+            ("TOPICRULE_ROUTER_MAX_IN_FLIGHT", "32"),
+            ("TOPICRULE_ROUTER_PUBLISH_TIMEOUT", "5"),
+            ("TOPICRULE_BROKER_PASSWORD", "1234"),
+            ("TOPICRULE_BROKER_CLIENT_ID", "true"),
+            ("TOPICRULE_BROKER_EMBEDDED_LISTEN", "127.0.0.1:1999"),
+            ("TOPICRULE_RULES_PATHS", "rules:more"),
+            ("TOPICRULE_S3_FORCE_PATH_STYLE", "false"),
+            ("TOPICRULE_LOG_LEVEL", "debug"),
+            ("TOPICRULE_BIN", "/not/a/setting"),
         ])
         .unwrap();
         assert_eq!(settings.metrics.listen, Some(([127, 0, 0, 1], 9464).into()));
         assert!(settings.shadow.enabled);
         assert_eq!(settings.s3.attempts, 7);
+        assert_eq!(settings.router.max_in_flight.get(), 32);
+        assert_eq!(settings.router.publish_timeout.get(), 5);
+        assert_eq!(settings.broker.password.as_deref(), Some("1234"));
+        assert_eq!(settings.broker.client_id, "true");
+        assert_eq!(
+            settings.broker.embedded.listen,
+            ([127, 0, 0, 1], 1999).into()
+        );
+        assert_eq!(
+            settings.rules.paths,
+            [PathBuf::from("rules"), PathBuf::from("more")]
+        );
+        assert_eq!(settings.s3.force_path_style, Some(false));
+    }
+
+    #[test]
+    fn variables_override_the_file_key_by_key_and_empty_unsets() {
+        let file: toml::Table = toml::from_str(
+            "[broker]\nurl = \"mqtt://a:1883\"\nusername = \"u\"\nkeep_alive = 9\n[router]\naction_attempts = 4\n",
+        )
+        .unwrap();
+        let vars = [
+            ("TOPICRULE_BROKER_URL", "mqtt://b:1883"),
+            ("TOPICRULE_BROKER_USERNAME", ""),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()));
+        let settings = Settings::layered(file, vars).unwrap();
+        assert_eq!(settings.broker.url, "mqtt://b:1883");
+        assert_eq!(settings.broker.username, None);
+        assert_eq!(settings.broker.keep_alive, 9);
+        assert_eq!(settings.router.action_attempts, 4);
+        assert_eq!(settings.broker.client_id, "topicrule", "a default stays");
+    }
+
+    #[test]
+    fn a_bad_variable_is_refused_by_name() {
         for (name, value, expected) in [
-            (
-                "TOPICRULE_METRICS_LISTEN",
-                "here",
-                "`here` is not an address such as 127.0.0.1:9464",
-            ),
             (
                 "TOPICRULE_SHADOW_ENABLED",
                 "yes",
@@ -586,9 +490,35 @@ mod tests {
                 "soon",
                 "`soon` is not a number",
             ),
+            (
+                "TOPICRULE_ROUTER_MAX_IN_FLIGHT",
+                "0",
+                "invalid value: integer `0`",
+            ),
+            (
+                "TOPICRULE_METRICS_LISTEN",
+                "here",
+                "invalid socket address syntax",
+            ),
+            (
+                "TOPICRULE_BROKER_PROTOCOL",
+                "4",
+                "unknown variant `4`, expected `5` or `3.1.1`",
+            ),
         ] {
             let error = with_env(&[(name, value)]).unwrap_err().to_string();
-            assert_eq!(error, format!("invalid value of `{name}`: {expected}"));
+            assert!(
+                error.starts_with(&format!("invalid value of `{name}`: "))
+                    && error.contains(expected),
+                "{name}={value}: {error}"
+            );
         }
+        let error = with_env(&[("TOPICRULE_ROUTER_MAX_INFLIGHT", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("`TOPICRULE_ROUTER_MAX_INFLIGHT` is not a setting: unknown field `max_inflight`, expected one of `max_in_flight`"),
+            "{error}"
+        );
     }
 }
