@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as queue;
 use std::sync::Arc;
@@ -113,7 +113,8 @@ impl Waiting {
 
 struct OpenBatch {
     seq: u64,
-    file: File,
+    /// Buffered: the lines of one group go to the disk in one write, before its sync.
+    file: BufWriter<File>,
     records: u64,
     bytes: u64,
     opened: Instant,
@@ -269,8 +270,8 @@ impl Spooler {
                 self.close()?;
             }
         }
-        match &self.open {
-            Some(batch) => batch.file.sync_data(),
+        match &mut self.open {
+            Some(batch) => batch.sync(),
             None => Ok(()),
         }
     }
@@ -290,7 +291,7 @@ impl Spooler {
         sync_dir(&self.dir)?;
         Ok(OpenBatch {
             seq,
-            file,
+            file: BufWriter::with_capacity(GROUP_BUFFER, file),
             records: 0,
             bytes: 0,
             opened: Instant::now(),
@@ -318,10 +319,10 @@ impl Spooler {
     /// folder: a crash that loses it leaves the batch `.open`, and the next start closes
     /// it, so the batch is uploaded either way (under the same key).
     fn close(&mut self) -> std::io::Result<()> {
-        let Some(batch) = self.open.take() else {
+        let Some(mut batch) = self.open.take() else {
             return Ok(());
         };
-        batch.file.sync_data()?;
+        batch.sync()?;
         let name = |ext: &str| self.dir.join(format!("{:012}.{ext}", batch.seq));
         std::fs::rename(name("open"), name("ready"))?;
         self.waiting.closed(batch.bytes);
@@ -329,6 +330,18 @@ impl Spooler {
         Ok(())
     }
 }
+
+impl OpenBatch {
+    /// Writes what is buffered and syncs it.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
+    }
+}
+
+/// The write buffer of an open batch: lines beyond it are written as it fills, all of them
+/// before the group's sync.
+const GROUP_BUFFER: usize = 256 * 1024;
 
 /// A spool folder of a version without instance folders (`root/<spool>`) becomes this
 /// instance's, so that what it holds is uploaded; its batches keep the keys they were given.
