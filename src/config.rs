@@ -361,7 +361,14 @@ impl Settings {
                     .map_err(|(errors, _)| SettingsError::parse(path, &text, &errors))?
             }
         };
-        Settings::layered(file, std::env::vars())
+        // `vars_os`: a variable that is not UTF-8 (of any program) must not stop topicrule.
+        let vars = std::env::vars_os().filter_map(|(name, value)| {
+            Some((
+                name.into_string().ok()?,
+                value.to_string_lossy().into_owned(),
+            ))
+        });
+        Settings::layered(file, vars)
     }
 
     /// The settings of `file` (a settings file's values) with the `TOPICRULE_*` variables

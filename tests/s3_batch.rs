@@ -11,14 +11,17 @@ use support::{publish, Mosquitto, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn rule(batch: &str) -> String {
+/// The key of most tests: each batch's first message's topic level.
+const KEY: &str = "b/${topic(2)}";
+
+fn rule(key: &str, batch: &str) -> String {
     format!(
         r#"
 [[rule]]
 name = "batched"
 sql = "SELECT * FROM 'seq/+'"
 [[rule.actions]]
-s3 = {{ bucket = "archive", key = "b/${{topic(2)}}", {batch} }}
+s3 = {{ bucket = "archive", key = "{key}", {batch} }}
 "#
     )
 }
@@ -56,12 +59,16 @@ fn objects(reader: &S3Reader, keys: &[String]) -> Vec<String> {
 }
 
 fn setup(name: &str, batch: &str) -> (Mosquitto, S3Server, S3Reader, TempDir) {
+    setup_keyed(name, KEY, batch)
+}
+
+fn setup_keyed(name: &str, key: &str, batch: &str) -> (Mosquitto, S3Server, S3Reader, TempDir) {
     let broker = Mosquitto::start();
     let store = S3Server::start();
     let reader = store.reader();
     reader.create_bucket("archive");
     let dir = TempDir::new(name);
-    dir.write("rules/batched.toml", &rule(batch));
+    dir.write("rules/batched.toml", &rule(key, batch));
     (broker, store, reader, dir)
 }
 
@@ -169,20 +176,10 @@ fn a_batch_left_by_a_crash_is_uploaded_at_start() {
 /// no batch overwrites an earlier one.
 #[test]
 fn batch_numbers_are_not_reused_after_a_restart() {
-    let broker = Mosquitto::start();
-    let store = S3Server::start();
-    let reader = store.reader();
-    reader.create_bucket("archive");
-    let dir = TempDir::new("batch-renumber");
-    dir.write(
-        "rules/batched.toml",
-        r#"
-[[rule]]
-name = "batched"
-sql = "SELECT * FROM 'seq/+'"
-[[rule.actions]]
-s3 = { bucket = "archive", key = "b/all", batch = { max_records = 2, max_age = 3600 } }
-"#,
+    let (broker, store, reader, dir) = setup_keyed(
+        "batch-renumber",
+        "b/all",
+        "batch = { max_records = 2, max_age = 3600 }",
     );
     for round in 0..3 {
         let topicrule = start(&broker, &store, &dir, "batch-renumber", &[]);
