@@ -14,6 +14,7 @@ use rumqttc::tokio_rustls::rustls::{self, pki_types, ClientConfig, RootCertStore
 use rumqttc::tokio_rustls::TlsConnector;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use url::{Host, Url};
 
 use crate::config::Broker;
 
@@ -33,10 +34,11 @@ pub(super) struct Endpoint {
 
 /// The endpoint of `broker.url`, with TLS set up from `ca_file`, `cert_file` and `key_file`.
 pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
-    let url = broker.url.trim();
-    let (scheme, rest) = url.split_once("://").with_context(|| {
-        format!("invalid broker URL `{url}`: expected mqtt://, mqtts://, ws:// or wss://")
+    let text = broker.url.trim();
+    let url = Url::parse(text).with_context(|| {
+        format!("invalid broker URL `{text}`: expected mqtt://, mqtts://, ws:// or wss://")
     })?;
+    let scheme = url.scheme();
     let (default_port, tls, websocket) = match scheme {
         "mqtt" | "tcp" => (1883, false, false),
         "mqtts" | "ssl" | "tls" => (8883, true, false),
@@ -46,20 +48,28 @@ pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
             "unsupported broker URL scheme `{scheme}://`: use mqtt://, mqtts://, ws:// or wss://"
         ),
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if let Some((userinfo, host)) = authority.rsplit_once('@') {
-        let user = userinfo.split(':').next().unwrap_or_default();
+    let host = match url.host() {
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => String::new(),
+    };
+    if host.is_empty() {
+        bail!("invalid broker URL `{text}`: no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        let user = url.username();
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         bail!(
-            "the broker URL `{scheme}://{user}:***@{host}` carries credentials: set [broker] username = \"{user}\" and password (or password_file, TOPICRULE_BROKER_PASSWORD) instead, which stay out of logs"
+            "the broker URL `{scheme}://{user}:***@{}{port}` carries credentials: set [broker] username = \"{user}\" and password (or password_file, TOPICRULE_BROKER_PASSWORD) instead, which stay out of logs",
+            url.host_str().unwrap_or_default()
         );
     }
-    let (host, port) =
-        host_port(rest, default_port).with_context(|| format!("invalid broker URL `{url}`"))?;
+    let port = url.port().unwrap_or(default_port);
     let uses_tls_files = [&broker.ca_file, &broker.cert_file, &broker.key_file]
         .iter()
         .any(|f| f.is_some());
     if uses_tls_files && !tls {
-        bail!("`ca_file`, `cert_file` and `key_file` need a TLS URL (mqtts:// or wss://), not `{url}`");
+        bail!("`ca_file`, `cert_file` and `key_file` need a TLS URL (mqtts:// or wss://), not `{text}`");
     }
     Ok(Endpoint {
         host,
@@ -69,7 +79,7 @@ pub(super) fn endpoint(broker: &Broker) -> anyhow::Result<Endpoint> {
         } else {
             None
         },
-        websocket: websocket.then(|| url.to_owned()),
+        websocket: websocket.then(|| text.to_owned()),
     })
 }
 
@@ -149,22 +159,6 @@ impl Endpoint {
         }
         Ok(Box::new(ws_stream_tungstenite::WsStream::new(socket)))
     }
-}
-
-/// The host (without IPv6 brackets) and port of `host[:port][/path]`.
-fn host_port(rest: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => {
-            (host, port.parse::<u16>().context("invalid port")?)
-        }
-        _ => (authority, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        bail!("no host");
-    }
-    Ok((host.to_owned(), port))
 }
 
 /// A rustls configuration: the CA of `ca_file` (or the system's), and the client certificate
@@ -250,6 +244,8 @@ mod tests {
         assert_eq!((e.host.as_str(), e.port), ("example.org", 1883));
         let e = endpoint(&broker("tcp://[::1]:1884/")).unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 1884));
+        let e = endpoint(&broker("wss://Broker.example:443/mqtt")).unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("broker.example", 443));
     }
 
     #[test]
@@ -266,6 +262,8 @@ mod tests {
         assert!(err(&broker("http://x")).contains("unsupported broker URL scheme"));
         assert!(err(&broker("127.0.0.1:1883")).contains("invalid broker URL"));
         assert!(err(&broker("mqtt://x:port")).contains("invalid broker URL"));
+        assert!(err(&broker("mqtt://")).contains("no host"));
+        assert!(err(&broker("mqtt://:1883")).contains("invalid broker URL"));
         let credentials = err(&broker("mqtt://dev:s3cret@10.0.0.2:1883/"));
         assert!(credentials.contains("`mqtt://dev:***@10.0.0.2:1883` carries credentials"));
         assert!(!credentials.contains("s3cret"), "{credentials}");
