@@ -59,6 +59,7 @@ impl Engine {
             }
             by_name.insert(rule.name.clone(), i);
         }
+        trie.shrink_to_fit();
         let metrics = set
             .rules
             .iter()

@@ -75,6 +75,7 @@ impl Template {
             parts.push(Part::Literal(literal));
         }
         if errors.is_empty() {
+            parts.shrink_to_fit();
             Ok(Template { parts, version })
         } else {
             Err(errors)

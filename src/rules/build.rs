@@ -57,6 +57,7 @@ pub fn build(
         .error_action
         .as_ref()
         .and_then(|a| build_action(a, version, &vars, None, &mut errors));
+    actions.shrink_to_fit();
     name_spools(&draft.name.value, &mut actions, error_action.as_mut());
     let (warnings, errors): (Vec<_>, Vec<_>) = errors.into_iter().partition(|e| e.warning);
     match query {

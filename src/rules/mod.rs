@@ -155,6 +155,8 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         }
     }
     if errors.is_empty() {
+        // The rules stay as long as the set: without the room the pushes reserved.
+        rules.shrink_to_fit();
         Ok(RuleSet {
             rules,
             tests,

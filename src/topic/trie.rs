@@ -169,6 +169,23 @@ impl<T: Eq + Hash> FilterTrie<T> {
         push_unique(&mut self.nodes[node].exact, id);
     }
 
+    /// Gives back what the inserts reserved ahead (vectors and maps grow by doubling), for
+    /// a trie built once and then only matched: with many rules, it is a good part of the
+    /// trie's memory.
+    pub fn shrink_to_fit(&mut self) {
+        self.nodes.shrink_to_fit();
+        for node in &mut self.nodes {
+            node.literal.shrink_to_fit();
+            node.exact.shrink_to_fit();
+            node.hash.shrink_to_fit();
+        }
+        self.values.shrink_to_fit();
+        self.ids_by_hash.shrink_to_fit();
+        for ids in self.ids_by_hash.values_mut() {
+            ids.shrink_to_fit();
+        }
+    }
+
     /// Returns the id of the stored value equal to `value`, storing it first
     /// if there is none.
     fn intern(&mut self, value: T) -> usize {
