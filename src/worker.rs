@@ -236,7 +236,9 @@ impl Worker {
             let result = match effect {
                 Effect::Publish(req) => self.publisher.publish(req).await,
                 Effect::Append(req) => self.files.append(req).await,
-                Effect::Put(req) => s3::execute(&self.s3, req).await,
+                // Boxed: the S3 client's future is many kilobytes, and inline it would make
+                // every message's future as large, copied whole when the message starts.
+                Effect::Put(req) => Box::pin(s3::execute(&self.s3, req)).await,
             };
             match result {
                 Err(e) if attempt < self.attempts && !self.shutdown.is_cancelled() => {

@@ -276,9 +276,9 @@ impl Conn {
     }
 
     /// Writes the write buffer now when `now` (or when it grew large), else within
-    /// `PUT_OFF`: acknowledgements that ride with the next wake-up's writes spare the broker
-    /// a wake-up of its own (on loopback, where it runs beside topicrule, waking it costs
-    /// more than the write). A write put off is never put off again.
+    /// `PUT_OFF`: packets that join the next ones in one write spare the broker a wake-up of
+    /// their own (on loopback, where it runs beside topicrule, waking it costs more than the
+    /// write). A write put off is never put off again.
     pub fn poll_write_soon(&mut self, cx: &mut Context<'_>, now: bool) -> Poll<Result<(), Lost>> {
         if self.out.is_empty() {
             return Poll::Ready(Ok(()));

@@ -113,6 +113,11 @@ enum Orphan {
     Done,
 }
 
+/// Past this many acks waiting in the write buffer, they are written at once: well within
+/// the window of unacknowledged messages brokers keep for a client (mosquitto's
+/// `max_inflight_messages` is 20 by default), so that it never runs dry.
+const ACK_BATCH: usize = 8;
+
 /// How long a broker host name that does not resolve is retried before the first
 /// connection, for a network still coming up at boot.
 const UNRESOLVED_GRACE: Duration = Duration::from_secs(5);
@@ -233,6 +238,8 @@ struct Work {
     ready: VecDeque<Delivery>,
     /// Messages received and not finished (in `running`, `ready` or a lane).
     held: usize,
+    /// Acks in the write buffer, not written yet.
+    unsent_acks: usize,
     max_in_flight: usize,
     /// Past this many held, the socket is not read.
     max_held: usize,
@@ -440,6 +447,7 @@ impl Subscriber {
             running: FuturesUnordered::new(),
             ready: VecDeque::new(),
             held: 0,
+            unsent_acks: 0,
             max_in_flight,
             max_held,
             grace,
@@ -587,10 +595,12 @@ fn session(
             work.finished(done, Some(conn.generation));
             progress = true;
         }
+        let mut reloaded = false;
         while let Poll::Ready(Some(engine)) = subscriptions.reloads.poll_recv(cx) {
             subscriptions.reload(conn, &work.worker, engine);
-            progress = true;
+            reloaded = true;
         }
+        progress |= reloaded;
         let mut read = false;
         if work.held < work.max_held {
             match conn.poll_read(cx) {
@@ -623,18 +633,26 @@ fn session(
             }
         }
         if !work.acks.ready.is_empty() {
-            for pkid in work.acks.ready.drain(..) {
-                if let Some(pkid) = pkid {
-                    conn.codec.puback(&mut conn.out, pkid);
-                }
-                work.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            work.stats
+                .acknowledged
+                .fetch_add(work.acks.ready.len() as u64, Ordering::Relaxed);
+            for pkid in work.acks.ready.drain(..).flatten() {
+                conn.codec.puback(&mut conn.out, pkid);
+                work.unsent_acks += 1;
             }
         }
-        // Acks that finished without a message arriving (a publish's PUBACK came) wait for
-        // the next arrival's wake-up, within a millisecond.
-        let flushed = match conn.poll_write_soon(cx, read || work.stopping.is_some()) {
+        // Acks leave together: when nothing else is being processed (no later ack to wait
+        // for), when `ACK_BATCH` are waiting (the broker's window must not run dry), and at
+        // the latest within a millisecond. Each write on loopback wakes the broker; one a
+        // message cost more CPU than the messages themselves.
+        let now =
+            work.held == 0 || work.unsent_acks >= ACK_BATCH || reloaded || work.stopping.is_some();
+        let flushed = match conn.poll_write_soon(cx, now) {
             Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
-            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Ok(())) => {
+                work.unsent_acks = 0;
+                true
+            }
             Poll::Pending => false,
         };
         if flushed && work.over() {
