@@ -21,6 +21,7 @@
 
 mod conn;
 mod lanes;
+mod pace;
 mod publisher;
 mod session;
 mod subscriber;
@@ -181,7 +182,7 @@ pub async fn run(
     let max_in_flight = usize::from(max_in_flight);
     let grace = Duration::from_secs(router.shutdown_grace);
     let subscriber = Subscriber {
-        conn: Conn::new(codec, endpoint, subscribing, recycles),
+        conn: Conn::new(codec, endpoint, subscribing, recycles).batch_reads(router.batch_reads),
         subscriptions: Subscriptions::new(
             filters,
             settings.broker.shared_group.clone(),

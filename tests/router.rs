@@ -95,6 +95,41 @@ republish = { topic = "seen/all", qos = 1 }
     );
 }
 
+/// Messages that come fast are read several at once (`[router] batch_reads`, on by default):
+/// every message of a burst arrives, in order, and so does a lone one after it, which comes
+/// while the batching mark may still be raised.
+#[test]
+fn a_burst_read_in_batches_arrives_whole_and_a_lone_message_after_it_too() {
+    const BURST: usize = 3000;
+    let broker = Mosquitto::start();
+    let (_topicrule, _dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "relay"
+sql = "SELECT n FROM 'burst/in'"
+[[rule.actions]]
+republish = { topic = "burst/out", qos = 1 }
+"#,
+        "burst",
+    );
+    let out = Subscriber::new(broker.port, "burst/out");
+    let payloads: Vec<String> = (0..=BURST).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let burst: Vec<(&str, &[u8])> = payloads[..BURST]
+        .iter()
+        .map(|p| ("burst/in", p.as_bytes()))
+        .collect();
+    publish(broker.port, &burst);
+    publish(broker.port, &[("burst/in", payloads[BURST].as_bytes())]);
+    let received: Vec<String> = out
+        .drain(QUIET * 2)
+        .into_iter()
+        .map(|(_, p)| String::from_utf8(p).unwrap())
+        .collect();
+    assert_eq!(received.len(), BURST + 1, "messages were lost or held back");
+    assert_eq!(received, payloads, "the burst is out of order");
+}
+
 #[test]
 fn binary_payloads_pass_through_and_headers_are_published() {
     let broker = Mosquitto::start();

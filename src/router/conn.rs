@@ -19,6 +19,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
+use super::pace::Pace;
 use super::session::{Codec, ConnectOptions, Incoming, Malformed};
 use super::transport::{Endpoint, OpenError, Stream};
 
@@ -30,6 +31,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const PUT_OFF: Duration = Duration::from_millis(1);
 /// What `poll_write_soon` writes at once, whatever the hurry.
 const PUT_OFF_BYTES: usize = 16 * 1024;
+
+/// An open stream, and a second handle on its socket when it is plain TCP.
+type Opened = (Box<dyn Stream>, Option<std::os::fd::OwnedFd>);
 
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,10 @@ pub(super) struct Conn {
     endpoint: Endpoint,
     options: ConnectOptions,
     io: Option<Box<dyn Stream>>,
+    /// Whether reads are batched when messages come fast (the subscribing connection).
+    batch_reads: bool,
+    /// The batching of the current connection (plain TCP only).
+    pace: Option<Pace>,
     read: BytesMut,
     /// Encoded packets waiting for the socket.
     pub out: BytesMut,
@@ -127,6 +135,8 @@ impl Conn {
             endpoint,
             options,
             io: None,
+            batch_reads: false,
+            pace: None,
             read: BytesMut::new(),
             out: BytesMut::new(),
             keep_alive,
@@ -140,6 +150,12 @@ impl Conn {
         }
     }
 
+    /// Batches the reads of this connection when messages come fast (see `pace`).
+    pub fn batch_reads(mut self, batch: bool) -> Conn {
+        self.batch_reads = batch;
+        self
+    }
+
     pub fn client_id(&self) -> &str {
         &self.options.client_id
     }
@@ -151,21 +167,22 @@ impl Conn {
     /// Opens the stream and exchanges CONNECT and CONNACK, within `CONNECT_TIMEOUT`.
     pub async fn connect(&mut self) -> Result<Connected, ConnectError> {
         self.drop_connection();
-        let (io, connected) = tokio::time::timeout(CONNECT_TIMEOUT, self.handshake())
+        let ((io, handle), connected) = tokio::time::timeout(CONNECT_TIMEOUT, self.handshake())
             .await
             .map_err(|_| {
                 ConnectError::Failed(format!("no CONNACK within {CONNECT_TIMEOUT:?}"))
             })??;
         self.io = Some(io);
+        self.pace = handle.filter(|_| self.batch_reads).map(Pace::new);
         self.generation += 1;
         self.last_write = Instant::now();
         self.ping_sent = None;
         Ok(connected)
     }
 
-    async fn handshake(&mut self) -> Result<(Box<dyn Stream>, Connected), ConnectError> {
+    async fn handshake(&mut self) -> Result<(Opened, Connected), ConnectError> {
         let failed = ConnectError::Failed;
-        let mut io = self.endpoint.open().await?;
+        let (mut io, handle) = self.endpoint.open().await?;
         let mut connect = BytesMut::new();
         self.codec.connect(&mut connect, &self.options);
         io.write_all(&connect)
@@ -188,7 +205,7 @@ impl Conn {
                         receive_maximum,
                         ..
                     } => Ok((
-                        io,
+                        (io, handle),
                         Connected {
                             session_present,
                             receive_maximum,
@@ -216,6 +233,7 @@ impl Conn {
     /// Forgets the stream and what was buffered for it.
     pub fn drop_connection(&mut self) {
         self.io = None;
+        self.pace = None;
         self.read.clear();
         self.out.clear();
     }
@@ -231,7 +249,16 @@ impl Conn {
             self.read = BytesMut::new();
         }
         self.read.reserve(READ_CHUNK);
-        match tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.read) {
+        let polled = tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.read);
+        let polled = match (polled, &mut self.pace) {
+            (Poll::Ready(Ok(n)), Some(pace)) if n > 0 => match pace.read(cx) {
+                Ok(()) => Poll::Ready(Ok(n)),
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            (Poll::Pending, Some(pace)) => pace.poll_window(cx, &mut self.read),
+            (polled, _) => polled,
+        };
+        match polled {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Lost::Closed)),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
@@ -241,11 +268,21 @@ impl Conn {
 
     /// The next whole packet read, if any.
     pub fn next_packet(&mut self) -> Result<Option<Incoming>, Malformed> {
+        let buffered = self.read.len();
         Ok(match self.codec.read(&mut self.read)? {
-            // A small message gets its own bytes, so that the read buffer is reused; a
-            // large one keeps its share (a copy would cost more than a new buffer).
-            Some(Incoming::Publish(message)) if message.payload().len() < READ_CHUNK / 4 => {
-                Some(Incoming::Publish(message.detached()))
+            Some(Incoming::Publish(message)) => {
+                if let Some(pace) = &mut self.pace {
+                    pace.message(buffered - self.read.len());
+                }
+                // A small message gets its own bytes, so that the read buffer is reused; a
+                // large one keeps its share (a copy would cost more than a new buffer).
+                Some(Incoming::Publish(
+                    if message.payload().len() < READ_CHUNK / 4 {
+                        message.detached()
+                    } else {
+                        message
+                    },
+                ))
             }
             Some(Incoming::PingResp) => {
                 self.ping_sent = None;

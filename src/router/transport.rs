@@ -5,6 +5,7 @@
 //! connection: a wrong path or a bad key stops `topicrule run` at start with its name,
 //! rather than failing every reconnection later.
 
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -103,7 +104,8 @@ impl From<String> for OpenError {
 
 impl Endpoint {
     /// Opens the byte stream: TCP, then TLS and the WebSocket handshake when the URL asks.
-    pub async fn open(&self) -> Result<Box<dyn Stream>, OpenError> {
+    /// A plain TCP stream comes with a second handle on its socket, for `Pace`.
+    pub async fn open(&self) -> Result<(Box<dyn Stream>, Option<OwnedFd>), OpenError> {
         let addresses: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| OpenError::Unresolved(format!("cannot resolve `{}`: {e}", self.host)))?
@@ -112,6 +114,10 @@ impl Endpoint {
             .await
             .map_err(|e| format!("cannot reach {}:{}: {e}", self.host, self.port))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let plain = self.tls.is_none() && self.websocket.is_none();
+        let handle = plain
+            .then(|| tcp.as_fd().try_clone_to_owned().ok())
+            .flatten();
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(config) => {
@@ -135,7 +141,7 @@ impl Endpoint {
             }
         };
         let Some(url) = &self.websocket else {
-            return Ok(stream);
+            return Ok((stream, handle));
         };
         let mut request = url
             .as_str()
@@ -157,7 +163,7 @@ impl Endpoint {
                 "{url} does not speak MQTT over WebSockets (its Sec-WebSocket-Protocol is {protocol:?})"
             )));
         }
-        Ok(Box::new(ws_stream_tungstenite::WsStream::new(socket)))
+        Ok((Box::new(ws_stream_tungstenite::WsStream::new(socket)), None))
     }
 }
 
