@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use std::sync::atomic::Ordering;
 
@@ -100,6 +100,7 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("message").requires("topic")))]
 struct TestArgs {
     /// Rule files or directories [default: the settings' `[rules] paths`, else rules].
     paths: Vec<PathBuf>,
@@ -110,13 +111,14 @@ struct TestArgs {
     #[arg(long, requires = "message")]
     topic: Option<String>,
     #[command(flatten)]
-    payload: TestPayloadArgs,
+    payload: PayloadArgs,
     /// The publisher's client id, as clientid() returns it.
     #[arg(long)]
     clientid: Option<String>,
 }
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("message").required(true)))]
 struct EvalArgs {
     /// The statement, e.g. "SELECT * FROM 'sensors/+/data' WHERE temp > 30".
     sql: String,
@@ -139,26 +141,16 @@ struct EvalArgs {
     template: Option<String>,
 }
 
+/// A message's payload, one of the two: the group `message`, which `eval` requires and
+/// `test` takes with a `--topic` (alone, `test` runs the files' `[[test]]` tables).
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
 struct PayloadArgs {
     /// The message payload as text; `-` reads it from standard input.
-    #[arg(long)]
+    #[arg(long, group = "message")]
     payload: Option<String>,
     /// Read the message payload from a file (bytes, JSON or not).
-    #[arg(long)]
-    payload_file: Option<PathBuf>,
-}
-
-/// The message of `test`: optional, since `test` alone runs the files' `[[test]]` tables.
-#[derive(Args)]
-#[group(id = "message", multiple = false, requires = "topic")]
-struct TestPayloadArgs {
-    /// The message payload as text; `-` reads it from standard input.
-    #[arg(long)]
-    payload: Option<String>,
-    /// Read the message payload from a file (bytes, JSON or not).
-    #[arg(long)]
+    #[arg(long, group = "message")]
     payload_file: Option<PathBuf>,
 }
 
@@ -275,11 +267,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         let tests = set.tests.clone();
         return run_rule_tests(&Engine::new(set), &tests);
     };
-    let payload = PayloadArgs {
-        payload: args.payload.payload,
-        payload_file: args.payload.payload_file,
-    }
-    .read()?;
+    let payload = args.payload.read()?;
     let engine = Engine::new(set);
     let now = chrono::Utc::now().timestamp_millis();
     let plans = engine.plan(&topic, &payload, args.clientid.as_deref(), now, None, None);

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::file::Files;
-use crate::actions::s3_store::Stores;
+use crate::actions::s3::store::Stores;
 use crate::config::{Protocol, Settings};
 use crate::engine::Engine;
 use crate::worker::{Activity, Worker};

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::file::Files;
-use crate::actions::s3_store::Stores;
+use crate::actions::s3::store::Stores;
 use crate::actions::{s3, ActionError, Effect};
 use crate::backoff::Backoff;
 use crate::engine::{Engine, Plan};

@@ -9,7 +9,7 @@
 //!    acknowledge the input message after it.
 //!
 //! Each action has one home that holds its settings type, its checks, `prepare` and
-//! `execute`: `republish`, `file`, `s3` (with `s3_batch`, the batch mode, and `s3_store`,
+//! `execute`: `republish`, `file`, `s3` (with `s3::batch`, the batch mode, and `s3::store`,
 //! the clients). [`ActionSpec`] is the sum of them; `rules` builds it from rule files and
 //! depends on this module, never the reverse.
 //!
@@ -20,8 +20,6 @@
 pub mod file;
 pub mod republish;
 pub mod s3;
-pub mod s3_batch;
-pub mod s3_store;
 
 use bytes::Bytes;
 

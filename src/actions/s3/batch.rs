@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::s3::{Batch, Compression, S3Put};
+use super::{Batch, Compression, S3Put};
 use crate::backoff::Backoff;
 
 /// A line for a spooler's thread, and where to say when it is synced.
@@ -531,7 +531,7 @@ impl Upload {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| self.failed(key, "put", super::s3::explain(&e)))?;
+            .map_err(|e| self.failed(key, "put", super::explain(&e)))?;
         Ok(())
     }
 
@@ -550,7 +550,7 @@ impl Upload {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.failed(key, "start a multipart upload of", super::s3::explain(&e)))?;
+            .map_err(|e| self.failed(key, "start a multipart upload of", super::explain(&e)))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let result = self.send_parts(key, &upload_id, parts, reading).await;
         if result.is_err() {
@@ -587,7 +587,7 @@ impl Upload {
                 .body(ByteStream::from(body))
                 .send()
                 .await
-                .map_err(|e| self.failed(key, "upload a part of", super::s3::explain(&e)))?;
+                .map_err(|e| self.failed(key, "upload a part of", super::explain(&e)))?;
             done.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -611,11 +611,7 @@ impl Upload {
             .send()
             .await
             .map_err(|e| {
-                self.failed(
-                    key,
-                    "complete the multipart upload of",
-                    super::s3::explain(&e),
-                )
+                self.failed(key, "complete the multipart upload of", super::explain(&e))
             })?;
         Ok((bytes, count))
     }

@@ -23,9 +23,9 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::Client;
 
-use super::s3::{S3Put, StoreId};
-use super::s3_batch::Spool;
-use super::ActionSpec;
+use super::batch::Spool;
+use super::{S3Put, StoreId};
+use crate::actions::ActionSpec;
 use crate::config::S3Settings;
 
 /// The region signed for when neither the settings nor the AWS chain name one; MinIO and

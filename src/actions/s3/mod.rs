@@ -10,10 +10,13 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectCannedAcl;
 
-use super::s3_store::Stores;
 use super::ActionError;
 use crate::sql::{Message, Value};
 use crate::template::Template;
+use store::Stores;
+
+pub mod batch;
+pub mod store;
 
 /// The `s3` action.
 #[derive(Debug, Clone)]
@@ -165,7 +168,7 @@ pub fn prepare(
 pub async fn execute(stores: &Stores, request: &PutRequest) -> Result<(), ActionError> {
     let fail = |message: String| ActionError::new(&request.bucket, message);
     if let Some(spool) = &request.spool {
-        let line = super::file::line_of(&request.body);
+        let line = crate::actions::file::line_of(&request.body);
         return stores
             .spool()
             .append(spool, &request.key, line)
