@@ -419,14 +419,16 @@ async fn start_embedded_broker(settings: &mut Settings) -> anyhow::Result<Option
         return Ok(None);
     }
     let broker = EmbeddedBroker::start(&settings.broker.embedded).await?;
-    let addr = broker.local_addr();
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-    };
-    settings.broker.url = format!("mqtt://{host}:{}", addr.port());
+    // The router reaches a broker listening on every address through the loopback one; a
+    // socket address writes an IPv6 host in brackets, as a URL wants it.
+    let mut addr = broker.local_addr();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    settings.broker.url = format!("mqtt://{addr}");
     Ok(Some(broker))
 }
 

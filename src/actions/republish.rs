@@ -18,18 +18,44 @@ pub struct Republish {
     pub headers: Headers,
 }
 
-/// AWS's MQTT 5 `headers` of a republish action. String fields are templates.
-#[derive(Debug, Clone, Default)]
-pub struct Headers {
-    pub content_type: Option<Template>,
-    /// `true` for `UTF8_DATA`, `false` for `UNSPECIFIED_BYTES`.
-    pub payload_format_utf8: Option<bool>,
-    pub response_topic: Option<Template>,
-    /// A template whose expansion is base64, decoded when the action runs.
-    pub correlation_data: Option<Template>,
-    /// Seconds; a template (AWS takes it as a string).
-    pub message_expiry: Option<Template>,
-    pub user_properties: Vec<(String, Template)>,
+/// AWS's MQTT 5 `headers` of a republish action: as built, its texts are templates and its
+/// payload format is `true` for `UTF8_DATA`, `false` for `UNSPECIFIED_BYTES`; as written in a
+/// rule file (`rules::draft::HeadersDraft`), each is a text and its place.
+#[derive(Debug, Clone)]
+pub struct Headers<T = Template, F = bool> {
+    pub content_type: Option<T>,
+    pub payload_format: Option<F>,
+    pub response_topic: Option<T>,
+    /// Base64 once expanded, decoded when the action runs.
+    pub correlation_data: Option<T>,
+    /// Seconds (AWS takes it as a string).
+    pub message_expiry: Option<T>,
+    pub user_properties: Vec<(String, T)>,
+}
+
+impl<T, F> Default for Headers<T, F> {
+    fn default() -> Self {
+        Headers {
+            content_type: None,
+            payload_format: None,
+            response_topic: None,
+            correlation_data: None,
+            message_expiry: None,
+            user_properties: Vec::new(),
+        }
+    }
+}
+
+impl<T, F> Headers<T, F> {
+    /// No header is set.
+    pub fn is_empty(&self) -> bool {
+        self.content_type.is_none()
+            && self.payload_format.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.message_expiry.is_none()
+            && self.user_properties.is_empty()
+    }
 }
 
 /// A publish, ready to send.
@@ -123,7 +149,7 @@ pub fn prepare(
         qos: action.qos,
         retain: action.retain,
         content_type: expand(&h.content_type),
-        payload_format_utf8: h.payload_format_utf8,
+        payload_format_utf8: h.payload_format,
         response_topic,
         correlation_data,
         message_expiry,

@@ -17,7 +17,6 @@ use rumqttc::{
 };
 
 use super::session::{ConnectOptions, Incoming, Malformed, Message, Unencodable, MAX_PACKET};
-use crate::actions::republish::Headers;
 use crate::actions::republish::PublishRequest;
 use crate::actions::ActionSpec;
 use crate::rules::Rule;
@@ -121,10 +120,11 @@ pub(super) fn publish(
 /// Warns, once at start, about each rule whose republish headers MQTT 3.1.1 will drop.
 pub(super) fn warn_about_mqtt5_headers(rules: &[Rule]) {
     for rule in rules {
-        let uses_headers =
-            rule.actions.iter().chain(&rule.error_action).any(
-                |action| matches!(action, ActionSpec::Republish(r) if has_headers(&r.headers)),
-            );
+        let uses_headers = rule
+            .actions
+            .iter()
+            .chain(&rule.error_action)
+            .any(|action| matches!(action, ActionSpec::Republish(r) if !r.headers.is_empty()));
         if uses_headers {
             tracing::warn!(
                 "rule `{}`: republish headers are MQTT 5 only; with protocol 3.1.1 they are not sent",
@@ -132,13 +132,4 @@ pub(super) fn warn_about_mqtt5_headers(rules: &[Rule]) {
             );
         }
     }
-}
-
-fn has_headers(h: &Headers) -> bool {
-    h.content_type.is_some()
-        || h.payload_format_utf8.is_some()
-        || h.response_topic.is_some()
-        || h.correlation_data.is_some()
-        || h.message_expiry.is_some()
-        || !h.user_properties.is_empty()
 }

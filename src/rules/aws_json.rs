@@ -335,7 +335,7 @@ fn headers(finder: &Finder, h: &Map<String, Value>, from: usize) -> HeadersDraft
         .unwrap_or_default();
     HeadersDraft {
         content_type: string("contentType"),
-        payload_format_indicator: string("payloadFormatIndicator"),
+        payload_format: string("payloadFormatIndicator"),
         response_topic: string("responseTopic"),
         correlation_data: string("correlationData"),
         message_expiry: string("messageExpiry"),

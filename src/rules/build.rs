@@ -383,8 +383,8 @@ fn build_headers(
     let response_topic = t(&h.response_topic);
     let correlation_data = t(&h.correlation_data);
     let message_expiry = t(&h.message_expiry);
-    let payload_format_utf8 = match h
-        .payload_format_indicator
+    let payload_format = match h
+        .payload_format
         .as_ref()
         .map(|p| (p.value.as_str(), p.span))
     {
@@ -406,7 +406,7 @@ fn build_headers(
         .collect();
     Headers {
         content_type,
-        payload_format_utf8,
+        payload_format,
         response_topic,
         correlation_data,
         message_expiry,

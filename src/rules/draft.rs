@@ -192,15 +192,8 @@ pub struct BatchDraft {
     pub max_age: Option<(i64, Span)>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct HeadersDraft {
-    pub content_type: Option<Located>,
-    pub payload_format_indicator: Option<Located>,
-    pub response_topic: Option<Located>,
-    pub correlation_data: Option<Located>,
-    pub message_expiry: Option<Located>,
-    pub user_properties: Vec<(String, Located)>,
-}
+/// A republish's `headers` as written: each a text and its place.
+pub type HeadersDraft = crate::actions::republish::Headers<Located, Located>;
 
 /// An error found while reading or validating a file, before it knows its file: the same
 /// type as the language's errors, which it often carries (moved to the place in the file).

@@ -394,7 +394,7 @@ fn headers(text: &str, h: &RawHeaders) -> HeadersDraft {
     let opt = |s: &Option<Spanned<String>>| s.as_ref().map(|s| located(text, s));
     HeadersDraft {
         content_type: opt(&h.content_type),
-        payload_format_indicator: opt(&h.payload_format_indicator),
+        payload_format: opt(&h.payload_format_indicator),
         response_topic: opt(&h.response_topic),
         correlation_data: opt(&h.correlation_data),
         message_expiry: opt(&h.message_expiry),
