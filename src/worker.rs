@@ -6,12 +6,12 @@
 //! ran; a failure on a sink is retried until it succeeds or topicrule stops, and a message
 //! interrupted by the stop returns false (left for redelivery).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::file::Files;

@@ -255,7 +255,7 @@ impl Conn {
                 Ok(()) => Poll::Ready(Ok(n)),
                 Err(e) => Poll::Ready(Err(e)),
             },
-            (Poll::Pending, Some(pace)) => pace.poll_window(cx, &mut self.read),
+            (Poll::Pending, Some(pace)) => pace.poll_below_mark(cx, &mut self.read),
             (polled, _) => polled,
         };
         match polled {

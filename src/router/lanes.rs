@@ -6,12 +6,15 @@
 //! of a file) never overtake those of an earlier message of its topic, and a message whose
 //! action is being retried holds the later messages of its topic behind it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use super::subscriber::Delivery;
 
 /// The topics that have a lane (a message being processed), each with the messages
-/// waiting behind it. Owned by the subscribing task: no lock.
+/// waiting behind it. Owned by the subscribing task: no lock. Hashed with foldhash (seeded
+/// per process), as the payloads' keys are: a lane opens and closes for most messages.
 #[derive(Default)]
 pub(super) struct Lanes {
     waiting: HashMap<String, VecDeque<Delivery>>,

@@ -39,7 +39,7 @@ const MARK_BYTES: std::ops::RangeInclusive<usize> = 64..=4096;
 
 /// The batching state of a plain TCP connection.
 pub(super) struct Pace {
-    /// A second handle on the socket (a `dup`): the window's reads go around tokio, which
+    /// A second handle on the socket (a `dup`): the tick's reads go around tokio, which
     /// hears of no data below the mark. Dropped with the connection.
     socket: OwnedFd,
     batching: bool,
@@ -47,7 +47,8 @@ pub(super) struct Pace {
     idle_since: Option<Instant>,
     /// The average size of the last messages (a moving average over about eight).
     message_bytes: usize,
-    window: Pin<Box<Sleep>>,
+    /// The next tick, armed while batching.
+    tick: Pin<Box<Sleep>>,
 }
 
 impl Pace {
@@ -57,7 +58,7 @@ impl Pace {
             batching: false,
             idle_since: None,
             message_bytes: 256,
-            window: Box::pin(tokio::time::sleep(TICK)),
+            tick: Box::pin(tokio::time::sleep(TICK)),
         }
     }
 
@@ -86,7 +87,7 @@ impl Pace {
     /// When tokio found nothing to read: at the timer's tick, reads what came below the mark
     /// into `buf` (`Ready(Ok(0))`: the connection is closed); lowers the mark when nothing
     /// came since the last read.
-    pub fn poll_window(
+    pub fn poll_below_mark(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
@@ -95,7 +96,7 @@ impl Pace {
             self.idle_since.get_or_insert_with(Instant::now);
             return Poll::Pending;
         }
-        if self.window.as_mut().poll(cx).is_pending() {
+        if self.tick.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         match self.recv(buf) {
@@ -119,8 +120,8 @@ impl Pace {
     }
 
     fn arm(&mut self, cx: &mut Context<'_>, now: Instant) {
-        self.window.as_mut().reset(now + TICK);
-        let _ = self.window.as_mut().poll(cx);
+        self.tick.as_mut().reset(now + TICK);
+        let _ = self.tick.as_mut().poll(cx);
     }
 
     /// Reads what the socket holds, without waiting (the socket is non-blocking).
