@@ -12,7 +12,7 @@
 use crate::sql::ast::Span;
 use crate::sql::compile::{compile_expression, CExpr};
 use crate::sql::eval::{eval, Env, Message};
-use crate::sql::{parse, SqlError, SqlVersion, Value};
+use crate::sql::{parse, ErrorKind, SqlError, SqlVersion, Value};
 
 /// A parsed and compiled template.
 #[derive(Clone, Debug)]
@@ -49,8 +49,12 @@ impl Template {
             } else if let Some(inner) = after.strip_prefix('{') {
                 let Some(len) = expression_len(inner) else {
                     errors.push(
-                        SqlError::new(Span::new(at, text.len()), "unclosed `${` in template")
-                            .with_hint("close the expression with `}`"),
+                        SqlError::new(
+                            ErrorKind::Syntax,
+                            Span::new(at, text.len()),
+                            "unclosed `${` in template",
+                        )
+                        .with_hint("close the expression with `}`"),
                     );
                     return Err(errors);
                 };
@@ -65,7 +69,11 @@ impl Template {
                 rest = &inner[len + 1..];
             } else {
                 let end = at + 1 + after.chars().next().map_or(0, char::len_utf8);
-                errors.push(SqlError::new(Span::new(at, end), "a lone `$` in a template")
+                errors.push(SqlError::new(
+                    ErrorKind::Syntax,
+                    Span::new(at, end),
+                    "a lone `$` in a template",
+                )
                     .with_hint("write `$$` for a literal `$` (as in `$$aws/things/...`), or `${expr}` for a substitution"));
                 rest = after;
             }
@@ -156,6 +164,7 @@ fn compile_part(
     };
     if inner.trim().is_empty() {
         return Err(vec![SqlError::new(
+            ErrorKind::Syntax,
             Span::new(offset - 2, offset + inner.len() + 1),
             "empty `${}` in template",
         )]);
@@ -232,6 +241,7 @@ mod tests {
     #[test]
     fn a_lone_dollar_is_an_error_with_a_hint() {
         let errors = Template::parse("$aws/things/x", SqlVersion::default(), &[]).unwrap_err();
+        assert_eq!(errors[0].kind, ErrorKind::Syntax);
         assert_eq!(errors[0].span, Span::new(0, 2));
         assert!(errors[0].hint.as_deref().unwrap().contains("$$"));
     }

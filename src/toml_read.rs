@@ -11,11 +11,30 @@ use std::ops::Range;
 
 use serde::de::DeserializeOwned;
 
-/// An error of a TOML text: its byte span and message.
+use crate::sql::ErrorKind;
+
+/// An error of a TOML text: its byte span and message, and whether the text is not TOML at
+/// all (rather than TOML that does not fit the expected shape).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TomlError {
     pub span: Range<usize>,
     pub message: String,
+    pub syntax: bool,
+}
+
+impl TomlError {
+    /// The kind of the error: serde's messages are the only account of what did not fit.
+    pub fn kind(&self) -> ErrorKind {
+        if self.syntax {
+            ErrorKind::Syntax
+        } else if self.message.starts_with("unknown field") {
+            ErrorKind::Unknown
+        } else if self.message.starts_with("missing field") {
+            ErrorKind::Missing
+        } else {
+            ErrorKind::Invalid
+        }
+    }
 }
 
 impl From<toml::de::Error> for TomlError {
@@ -23,6 +42,7 @@ impl From<toml::de::Error> for TomlError {
         TomlError {
             span: e.span().unwrap_or(0..0),
             message: e.message().trim_end().to_owned(),
+            syntax: false,
         }
     }
 }
@@ -37,7 +57,13 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, (Vec<TomlError>, O
         Err(e) => TomlError::from(e),
     };
     if let Err(syntax) = text.parse::<toml::Table>() {
-        return Err((vec![syntax.into()], None));
+        return Err((
+            vec![TomlError {
+                syntax: true,
+                ..syntax.into()
+            }],
+            None,
+        ));
     }
     let mut text = text.to_owned();
     let mut errors: Vec<TomlError> = Vec::new();

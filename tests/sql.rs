@@ -5,7 +5,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use topicrule::sql::{self, Message, SqlVersion, Value};
+use topicrule::sql::{self, ErrorKind, Message, SqlVersion, Value};
 use topicrule::template::Template;
 
 #[derive(Deserialize)]
@@ -33,7 +33,7 @@ struct Case {
     expect_none: Option<bool>,
     expect_raw: Option<String>,
     expect_regex: Option<String>,
-    expect_error: Option<String>,
+    expect_error: Option<ErrorKind>,
     template: Option<String>,
     expect_template: Option<String>,
 }
@@ -43,7 +43,8 @@ enum Outcome {
     Output(Vec<u8>),
     Template(String),
     NoMatch,
-    Error(String),
+    /// The errors' messages, and their kinds.
+    Error(String, Vec<ErrorKind>),
 }
 
 fn run(case: &Case) -> Outcome {
@@ -55,7 +56,10 @@ fn run(case: &Case) -> Outcome {
         .unwrap();
     let query = match sql::compile(&case.sql, version) {
         Ok(query) => query,
-        Err(errors) => return Outcome::Error(errors.to_string()),
+        Err(errors) => {
+            let kinds = errors.0.iter().map(|e| e.kind).collect();
+            return Outcome::Error(errors.to_string(), kinds);
+        }
     };
     let vars: Vec<String> = query.set.iter().map(|(name, _)| name.clone()).collect();
     let template = match case
@@ -63,7 +67,10 @@ fn run(case: &Case) -> Outcome {
         .as_deref()
         .map(|t| Template::parse(t, version, &vars))
     {
-        Some(Err(errors)) => return Outcome::Error(format!("{errors:?}")),
+        Some(Err(errors)) => {
+            let kinds = errors.iter().map(|e| e.kind).collect();
+            return Outcome::Error(format!("{errors:?}"), kinds);
+        }
         Some(Ok(t)) => Some(t),
         None => None,
     };
@@ -109,16 +116,16 @@ fn check(case: &Case) -> Result<(), String> {
         Outcome::Output(bytes) => format!("output {}", String::from_utf8_lossy(bytes)),
         Outcome::Template(text) => format!("template {text:?}"),
         Outcome::NoMatch => "no match".to_owned(),
-        Outcome::Error(e) => format!("error: {e}"),
+        Outcome::Error(e, kinds) => format!("error {kinds:?}: {e}"),
     };
     let ok = match (&outcome, case) {
         (
-            Outcome::Error(e),
+            Outcome::Error(_, kinds),
             Case {
                 expect_error: Some(want),
                 ..
             },
-        ) => e.contains(want.as_str()),
+        ) => kinds.contains(want),
         (
             Outcome::NoMatch,
             Case {
@@ -160,11 +167,14 @@ fn check(case: &Case) -> Result<(), String> {
     if ok {
         return Ok(());
     }
+    let error = case
+        .expect_error
+        .map(|kind| format!("an error of kind {kind:?}"));
     let want = [
         &case.expect,
         &case.expect_raw,
         &case.expect_regex,
-        &case.expect_error,
+        &error,
         &case.expect_template,
     ]
     .into_iter()

@@ -14,7 +14,7 @@ use super::draft::{
     ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located, AWS_ONLY_ACTIONS,
 };
 use crate::sql::ast::Span;
-use crate::sql::SqlVersion;
+use crate::sql::{ErrorKind, SqlVersion};
 
 const RULE_KEYS: &[&str] = &[
     "ruleName",
@@ -151,6 +151,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
     let doc: Value = serde_json::from_str(text).map_err(|e| {
         let offset = offset_of(text, e.line(), e.column());
         vec![DraftError::new(
+            ErrorKind::Syntax,
             Span::new(offset, offset + 1),
             format!("invalid JSON: {e}"),
         )]
@@ -158,6 +159,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
     let finder = Finder { text };
     let Value::Object(top) = &doc else {
         return Err(vec![DraftError::new(
+            ErrorKind::Invalid,
             Span::new(0, 1),
             "an AWS rule file holds a JSON object",
         )]);
@@ -189,6 +191,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
         let at = finder.key(key, 0);
         errors.push(
             DraftError::new(
+                ErrorKind::Unknown,
                 Span::new(at, at + key.len() + 2),
                 format!("unknown key `{key}` in an AWS rule"),
             )
@@ -196,11 +199,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Draft>, Vec<DraftError>> {
         );
     }
     if let Some((message, span)) = wrong_type(&finder, rule, RULE_TYPES, 0) {
-        errors.push(DraftError::new(span, message));
+        errors.push(DraftError::new(ErrorKind::Invalid, span, message));
         return Err(errors);
     }
     let Some(sql) = rule.get("sql").and_then(Value::as_str) else {
-        errors.push(DraftError::new(Span::new(0, 1), "the rule has no `sql`"));
+        errors.push(DraftError::new(
+            ErrorKind::Missing,
+            Span::new(0, 1),
+            "the rule has no `sql`",
+        ));
         return Err(errors);
     };
     let sql_at = finder.key("sql", 0);

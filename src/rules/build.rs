@@ -10,7 +10,7 @@ use crate::actions::republish::{Headers, Republish};
 use crate::actions::s3::{Batch, Compression, S3Put, StoreId};
 use crate::actions::ActionSpec;
 use crate::sql::ast::Span;
-use crate::sql::{self, SqlError, SqlVersion};
+use crate::sql::{self, ErrorKind, SqlError, SqlVersion};
 use crate::template::Template;
 
 /// AWS's limit on rule names.
@@ -26,7 +26,7 @@ pub fn build(
     let version = match &draft.sql_version {
         None => draft.default_version,
         Some(v) => v.value.parse::<SqlVersion>().unwrap_or_else(|e| {
-            errors.push(DraftError::new(v.span, e.to_string()));
+            errors.push(DraftError::new(ErrorKind::Invalid, v.span, e.to_string()));
             draft.default_version
         }),
     };
@@ -83,14 +83,22 @@ fn check_name(name: &Located, seen: &[(String, PathBuf)], errors: &mut Vec<Draft
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
         errors.push(
-            DraftError::new(name.span, format!("invalid rule name `{}`", name.value))
-                .with_hint("rule names are 1 to 128 letters, digits and `_`, as in AWS"),
+            DraftError::new(
+                ErrorKind::Invalid,
+                name.span,
+                format!("invalid rule name `{}`", name.value),
+            )
+            .with_hint("rule names are 1 to 128 letters, digits and `_`, as in AWS"),
         );
     }
     if let Some((_, origin)) = seen.iter().find(|(n, _)| *n == name.value) {
         errors.push(
-            DraftError::new(name.span, format!("duplicate rule name `{}`", name.value))
-                .with_hint(format!("a rule of that name is in {}", origin.display())),
+            DraftError::new(
+                ErrorKind::Duplicate,
+                name.span,
+                format!("duplicate rule name `{}`", name.value),
+            )
+            .with_hint(format!("a rule of that name is in {}", origin.display())),
         );
     }
 }
@@ -137,7 +145,7 @@ fn build_action(
                 Some((q @ 0..=1, _)) => *q as u8,
                 Some((q, span)) => {
                     errors.push(
-                        DraftError::new(*span, format!("invalid qos {q}"))
+                        DraftError::new(ErrorKind::Invalid, *span, format!("invalid qos {q}"))
                             .with_hint("republish takes qos 0 or 1, as AWS"),
                     );
                     0
@@ -159,6 +167,7 @@ fn build_action(
                 if crate::actions::file::confined(text).is_none() {
                     errors.push(
                         DraftError::new(
+                            ErrorKind::Unsafe,
                             path.span,
                             format!("file path `{text}` leaves the base directory"),
                         )
@@ -191,6 +200,7 @@ fn build_action(
             if batch.is_none() && !key_template.can_differ_per_message() {
                 errors.push(
                     DraftError::warning(
+                        ErrorKind::Suspicious,
                         key.span,
                         "this key can be the same for two messages: the later object overwrites the earlier one",
                     )
@@ -212,6 +222,7 @@ fn build_action(
         ActionKind::Unsupported(kind) => {
             errors.push(
                 DraftError::new(
+                    ErrorKind::Unsupported,
                     action.span,
                     format!(
                         "the AWS action `{kind}` needs an AWS service; topicrule cannot run it"
@@ -222,7 +233,11 @@ fn build_action(
             None
         }
         ActionKind::Malformed(message) => {
-            errors.push(DraftError::new(action.span, message.clone()));
+            errors.push(DraftError::new(
+                ErrorKind::Invalid,
+                action.span,
+                message.clone(),
+            ));
             None
         }
         ActionKind::Unreadable => None,
@@ -255,8 +270,12 @@ fn build_batch(
         Some(("zstd", _)) => Compression::Zstd,
         Some((other, span)) => {
             errors.push(
-                DraftError::new(span, format!("unknown compression `{other}`"))
-                    .with_hint("use none, gzip or zstd"),
+                DraftError::new(
+                    ErrorKind::Unknown,
+                    span,
+                    format!("unknown compression `{other}`"),
+                )
+                .with_hint("use none, gzip or zstd"),
             );
             Compression::None
         }
@@ -264,7 +283,7 @@ fn build_batch(
     let Some(batch) = batch else {
         if let Some(c) = compression {
             errors.push(
-                DraftError::new(c.span, "compression needs batch mode")
+                DraftError::new(ErrorKind::Invalid, c.span, "compression needs batch mode")
                     .with_hint("add `batch = { max_records = 1000 }`, or remove `compression`"),
             );
         }
@@ -275,6 +294,7 @@ fn build_batch(
         Some((v, _)) if v >= 1 => v as u64,
         Some((v, span)) => {
             errors.push(DraftError::new(
+                ErrorKind::Invalid,
                 span,
                 format!("invalid {what} {v}: at least 1"),
             ));
@@ -314,11 +334,19 @@ impl S3Draft<'_> {
     fn check(&self, key: &Template, errors: &mut Vec<DraftError>) {
         let bucket = &self.bucket.value;
         if bucket.is_empty() {
-            errors.push(DraftError::new(self.span, "the `s3` action needs a bucket"));
+            errors.push(DraftError::new(
+                ErrorKind::Missing,
+                self.span,
+                "the `s3` action needs a bucket",
+            ));
         } else if bucket.contains(['/', '$']) || bucket.chars().any(char::is_whitespace) {
             errors.push(
-                DraftError::new(self.bucket.span, format!("invalid bucket name `{bucket}`"))
-                    .with_hint("a bucket is a plain name: no `/`, `$` or blanks"),
+                DraftError::new(
+                    ErrorKind::Invalid,
+                    self.bucket.span,
+                    format!("invalid bucket name `{bucket}`"),
+                )
+                .with_hint("a bucket is a plain name: no `/`, `$` or blanks"),
             );
         }
         if let Some(text) = key.as_static() {
@@ -328,14 +356,18 @@ impl S3Draft<'_> {
                 } else {
                     self.key.span
                 };
-                errors.push(DraftError::new(span, e.to_string()));
+                errors.push(DraftError::new(ErrorKind::Invalid, span, e.to_string()));
             }
         }
         if let Some(acl) = self.canned_acl {
             if !CANNED_ACLS.contains(&acl.value.as_str()) {
                 errors.push(
-                    DraftError::new(acl.span, format!("unknown canned ACL `{}`", acl.value))
-                        .with_hint(format!("use one of {}", CANNED_ACLS.join(", "))),
+                    DraftError::new(
+                        ErrorKind::Unknown,
+                        acl.span,
+                        format!("unknown canned ACL `{}`", acl.value),
+                    )
+                    .with_hint(format!("use one of {}", CANNED_ACLS.join(", "))),
                 );
             }
         }
@@ -354,6 +386,7 @@ fn check_republish_topic(
     };
     if let Err(e) = crate::topic::validate_topic(text) {
         errors.push(DraftError::new(
+            ErrorKind::Invalid,
             topic.span,
             format!("invalid republish topic: {e}"),
         ));
@@ -363,6 +396,7 @@ fn check_republish_topic(
         if crate::topic::matches(filter, text) {
             errors.push(
                 DraftError::new(
+                    ErrorKind::Unsafe,
                     topic.span,
                     format!("republishing to `{text}` feeds this rule's own FROM '{filter}'"),
                 )
@@ -393,8 +427,12 @@ fn build_headers(
         Some(("UNSPECIFIED_BYTES", _)) => Some(false),
         Some((other, span)) => {
             errors.push(
-                DraftError::new(span, format!("invalid payload format indicator `{other}`"))
-                    .with_hint("use UTF8_DATA or UNSPECIFIED_BYTES"),
+                DraftError::new(
+                    ErrorKind::Invalid,
+                    span,
+                    format!("invalid payload format indicator `{other}`"),
+                )
+                .with_hint("use UTF8_DATA or UNSPECIFIED_BYTES"),
             );
             None
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::actions::ActionSpec;
 use crate::sql::ast::Span;
-use crate::sql::{Query, SqlVersion};
+use crate::sql::{ErrorKind, Query, SqlVersion};
 use draft::DraftError;
 
 /// A validated rule, ready to run.
@@ -179,6 +179,7 @@ fn resolve_test(
         (Some((name, span)), _, _) => {
             if !seen.iter().any(|(n, _)| n == name) {
                 return Err(draft::DraftError::new(
+                    ErrorKind::Unknown,
                     *span,
                     format!("no rule named `{name}`"),
                 ));
@@ -189,6 +190,7 @@ fn resolve_test(
         (None, Some(_), [only]) => Some(only.clone()),
         (None, Some(_), _) => {
             return Err(draft::DraftError::new(
+                ErrorKind::Missing,
                 draft.span,
                 "this test does not say which rule it checks",
             )
@@ -213,7 +215,8 @@ fn resolve_test(
 }
 
 fn file_error(path: &Path, message: String) -> RuleError {
-    DraftError::new(Span::default(), message).into_rule_error(path, &Arc::from(""))
+    DraftError::new(ErrorKind::Unreadable, Span::default(), message)
+        .into_rule_error(path, &Arc::from(""))
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<RuleError>) {

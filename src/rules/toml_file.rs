@@ -11,7 +11,7 @@ use super::draft::{
     AWS_ONLY_ACTIONS,
 };
 use crate::sql::ast::Span;
-use crate::sql::SqlVersion;
+use crate::sql::{ErrorKind, SqlVersion};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,7 +244,7 @@ pub fn parse(text: &str) -> (Vec<Draft>, Vec<TestDraft>, Vec<DraftError>) {
         Err((toml_errors, file)) => {
             let errors = toml_errors
                 .into_iter()
-                .map(|e| DraftError::new(Span::new(e.span.start, e.span.end), e.message))
+                .map(|e| DraftError::new(e.kind(), Span::new(e.span.start, e.span.end), e.message))
                 .collect();
             match file {
                 Some(file) => (file, errors),
@@ -253,7 +253,7 @@ pub fn parse(text: &str) -> (Vec<Draft>, Vec<TestDraft>, Vec<DraftError>) {
         }
     };
     if file.rule.is_empty() && errors.is_empty() {
-        let error = DraftError::new(Span::default(), "no rules in this file")
+        let error = DraftError::new(ErrorKind::Missing, Span::default(), "no rules in this file")
             .with_hint("add a `[[rule]]` table with a `name` and a `sql`");
         return (Vec::new(), Vec::new(), vec![error]);
     }
@@ -278,6 +278,7 @@ fn test(raw: &Spanned<RawTest>, errors: &mut Vec<DraftError>) -> Option<TestDraf
             Ok(json) => Some(json),
             Err(e) => {
                 errors.push(DraftError::new(
+                    ErrorKind::Syntax,
                     span_of(text),
                     format!("`expect` is not JSON: {e}"),
                 ));
@@ -287,6 +288,7 @@ fn test(raw: &Spanned<RawTest>, errors: &mut Vec<DraftError>) -> Option<TestDraf
         (None, true) => None,
         _ => {
             errors.push(DraftError::new(
+                ErrorKind::Invalid,
                 span_of(raw),
                 "a test needs exactly one of `expect` and `expect_none = true`",
             ));
@@ -424,6 +426,19 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_their_kind() {
+        let kinds =
+            |text: &str| -> Vec<ErrorKind> { parse(text).2.iter().map(|e| e.kind).collect() };
+        assert_eq!(kinds("[[rule]\nname = 1"), [ErrorKind::Syntax]);
+        assert_eq!(
+            kinds("[[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 'a'\"\nsqll = 1\n"),
+            [ErrorKind::Unknown]
+        );
+        assert_eq!(kinds("[[rule]]\nname = \"r\"\n"), [ErrorKind::Missing]);
+        assert_eq!(kinds("# nothing\n"), [ErrorKind::Missing]);
+    }
+
+    #[test]
     fn an_aws_only_action_is_read_as_such() {
         for name in AWS_ONLY_ACTIONS {
             let (kinds, errors) = kinds(&format!("{name} = {{ any = 1 }}"));
@@ -445,6 +460,7 @@ mod tests {
             "{kinds:?}"
         );
         let error = &errors[0];
+        assert_eq!(error.kind, ErrorKind::Unknown);
         assert!(
             error.message.contains("unknown field `republsh`")
                 && error.message.contains("`republish`, `file`, `s3`"),

@@ -8,7 +8,7 @@
 use super::ast::{self, Expr, ExprKind, Span};
 use super::functions::{self, Function};
 use super::value::{parse_number, Value};
-use super::{SqlError, SqlErrors, SqlVersion};
+use super::{ErrorKind, SqlError, SqlErrors, SqlVersion};
 
 /// A compiled statement.
 #[derive(Clone, Debug)]
@@ -145,6 +145,7 @@ pub fn compile_statement(
         let expr = c.expr(&item.expr);
         if item.name.len() > MAX_VARIABLE_NAME {
             c.error(SqlError::new(
+                ErrorKind::Invalid,
                 item.name_span,
                 format!(
                     "variable name `@{}` is longer than {MAX_VARIABLE_NAME} characters",
@@ -154,6 +155,7 @@ pub fn compile_statement(
         }
         if c.vars.len() == MAX_VARIABLES {
             c.error(SqlError::new(
+                ErrorKind::Invalid,
                 item.name_span,
                 format!("too many SET variables: at most {MAX_VARIABLES} per statement"),
             ));
@@ -161,6 +163,7 @@ pub fn compile_statement(
         if c.vars.contains(&item.name) {
             c.error(
                 SqlError::new(
+                    ErrorKind::Duplicate,
                     item.name_span,
                     format!("variable `@{}` is already set", item.name),
                 )
@@ -181,6 +184,7 @@ pub fn compile_statement(
                 from.span.end
             };
             c.error(SqlError::new(
+                ErrorKind::Invalid,
                 Span::new(at, end.max(at)),
                 format!("invalid topic filter: {e}"),
             ));
@@ -237,8 +241,12 @@ impl Compiler {
     fn needs_2016(&mut self, span: Span, what: &str) {
         if self.version < SqlVersion::V2016_03_23 {
             self.error(
-                SqlError::new(span, format!("{what} needs SQL version 2016-03-23"))
-                    .with_hint("set the rule's sql_version to \"2016-03-23\""),
+                SqlError::new(
+                    ErrorKind::Version,
+                    span,
+                    format!("{what} needs SQL version 2016-03-23"),
+                )
+                .with_hint("set the rule's sql_version to \"2016-03-23\""),
             );
         }
     }
@@ -250,6 +258,7 @@ impl Compiler {
                 ast::SelectItem::Expr { expr, .. } => expr.span,
             };
             self.error(SqlError::new(
+                ErrorKind::Invalid,
                 span,
                 "SELECT VALUE takes exactly one expression",
             ));
@@ -290,8 +299,12 @@ impl Compiler {
                 Some(slot) => CExpr::Var(slot),
                 None => {
                     self.error(
-                        SqlError::new(expr.span, format!("variable `@{name}` is not set"))
-                            .with_hint("define it first with `SET @name = ...` before SELECT"),
+                        SqlError::new(
+                            ErrorKind::Unknown,
+                            expr.span,
+                            format!("variable `@{name}` is not set"),
+                        )
+                        .with_hint("define it first with `SET @name = ...` before SELECT"),
                     );
                     CExpr::Const(Value::Undefined)
                 }
@@ -392,6 +405,7 @@ impl Compiler {
         }
         if args.len() < function.min_args || args.len() > function.max_args {
             self.error(SqlError::new(
+                ErrorKind::Arity,
                 span,
                 format!(
                     "function `{}` takes {}, but {} given",
@@ -416,8 +430,12 @@ impl Compiler {
             "bool" | "boolean" => (CastType::Bool, SqlVersion::V2016_03_23),
             _ => {
                 self.error(
-                    SqlError::new(span, format!("unknown cast type `{name}`"))
-                        .with_hint("cast to String, Int, Decimal, Double or Boolean"),
+                    SqlError::new(
+                        ErrorKind::Unknown,
+                        span,
+                        format!("unknown cast type `{name}`"),
+                    )
+                    .with_hint("cast to String, Int, Decimal, Double or Boolean"),
                 );
                 return CastType::String;
             }
@@ -466,6 +484,7 @@ fn unknown_function(name: &str, span: Span) -> SqlError {
         .find(|(n, _)| *n == lower)
     {
         return SqlError::new(
+            ErrorKind::Unsupported,
             span,
             format!(
                 "function `{name}` needs {}, which topicrule cannot call",
@@ -474,7 +493,11 @@ fn unknown_function(name: &str, span: Span) -> SqlError {
         )
         .with_hint("compute the value before publishing, or drop the call");
     }
-    let error = SqlError::new(span, format!("unknown function `{name}`"));
+    let error = SqlError::new(
+        ErrorKind::Unknown,
+        span,
+        format!("unknown function `{name}`"),
+    );
     match functions::closest(&lower) {
         Some(suggestion) => error.with_hint(format!("did you mean `{suggestion}`?")),
         None => error,

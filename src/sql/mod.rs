@@ -16,7 +16,7 @@ pub mod parse;
 pub mod value;
 
 pub use compile::{compile, Query};
-pub use error::{SqlError, SqlErrors};
+pub use error::{ErrorKind, SqlError, SqlErrors};
 pub use eval::{Evaluation, Message};
 pub use value::Value;
 

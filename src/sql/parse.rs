@@ -14,7 +14,7 @@ use nom::combinator::{opt, recognize};
 use nom::{IResult, Parser as _};
 
 use super::ast::{self, Expr, ExprKind, Span};
-use super::error::SqlError;
+use super::error::{ErrorKind, SqlError};
 
 /// How deeply expressions may nest: `((((...))))`, `NOT NOT ...`, nested queries.
 pub const MAX_DEPTH: usize = 100;
@@ -140,7 +140,11 @@ impl<'a> Parser<'a> {
         } else {
             format!("`{token}`")
         };
-        SqlError::new(span, format!("expected {}, found {found}", fail.expected))
+        SqlError::new(
+            ErrorKind::Syntax,
+            span,
+            format!("expected {}, found {found}", fail.expected),
+        )
     }
 
     fn ws(&self, i: &'a str) -> &'a str {
