@@ -32,9 +32,6 @@ const PUT_OFF: Duration = Duration::from_millis(1);
 /// What `poll_write_soon` writes at once, whatever the hurry.
 const PUT_OFF_BYTES: usize = 16 * 1024;
 
-/// An open stream, and a second handle on its socket when it is plain TCP.
-type Opened = (Box<dyn Stream>, Option<std::os::fd::OwnedFd>);
-
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ConnectError {
@@ -167,22 +164,22 @@ impl Conn {
     /// Opens the stream and exchanges CONNECT and CONNACK, within `CONNECT_TIMEOUT`.
     pub async fn connect(&mut self) -> Result<Connected, ConnectError> {
         self.drop_connection();
-        let ((io, handle), connected) = tokio::time::timeout(CONNECT_TIMEOUT, self.handshake())
+        let (io, connected) = tokio::time::timeout(CONNECT_TIMEOUT, self.handshake())
             .await
             .map_err(|_| {
                 ConnectError::Failed(format!("no CONNACK within {CONNECT_TIMEOUT:?}"))
             })??;
+        self.pace = (self.batch_reads && io.plain_tcp().is_some()).then(Pace::default);
         self.io = Some(io);
-        self.pace = handle.filter(|_| self.batch_reads).map(Pace::new);
         self.generation += 1;
         self.last_write = Instant::now();
         self.ping_sent = None;
         Ok(connected)
     }
 
-    async fn handshake(&mut self) -> Result<(Opened, Connected), ConnectError> {
+    async fn handshake(&mut self) -> Result<(Box<dyn Stream>, Connected), ConnectError> {
         let failed = ConnectError::Failed;
-        let (mut io, handle) = self.endpoint.open().await?;
+        let mut io = self.endpoint.open().await?;
         let mut connect = BytesMut::new();
         self.codec.connect(&mut connect, &self.options);
         io.write_all(&connect)
@@ -205,7 +202,7 @@ impl Conn {
                         receive_maximum,
                         ..
                     } => Ok((
-                        (io, handle),
+                        io,
                         Connected {
                             session_present,
                             receive_maximum,
@@ -249,14 +246,11 @@ impl Conn {
             self.read = BytesMut::new();
         }
         self.read.reserve(READ_CHUNK);
-        let polled = tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.read);
-        let polled = match (polled, &mut self.pace) {
-            (Poll::Ready(Ok(n)), Some(pace)) if n > 0 => match pace.read(cx) {
-                Ok(()) => Poll::Ready(Ok(n)),
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            (Poll::Pending, Some(pace)) => pace.poll_below_mark(cx, &mut self.read),
-            (polled, _) => polled,
+        let polled =
+            tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *io), cx, &mut self.read);
+        let polled = match (&mut self.pace, io.plain_tcp()) {
+            (Some(pace), Some(socket)) => pace.after_read(cx, socket, polled, &mut self.read),
+            _ => polled,
         };
         match polled {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Lost::Closed)),

@@ -19,12 +19,13 @@
 
 use std::future::Future as _;
 use std::io::{ErrorKind, Read as _};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// A message that comes this soon after topicrule found nothing more to read starts
@@ -37,11 +38,9 @@ const TICK: Duration = Duration::from_micros(1);
 const MARK_MESSAGES: usize = 4;
 const MARK_BYTES: std::ops::RangeInclusive<usize> = 64..=4096;
 
-/// The batching state of a plain TCP connection.
+/// The batching state of a plain TCP connection. Its socket is passed to each call: the
+/// tick's reads go to it directly, around tokio, which hears of no data below the mark.
 pub(super) struct Pace {
-    /// A second handle on the socket (a `dup`): the tick's reads go around tokio, which
-    /// hears of no data below the mark. Dropped with the connection.
-    socket: OwnedFd,
     batching: bool,
     /// When tokio last found nothing to read, unless something was read since.
     idle_since: Option<Instant>,
@@ -51,14 +50,32 @@ pub(super) struct Pace {
     tick: Pin<Box<Sleep>>,
 }
 
-impl Pace {
-    pub fn new(socket: OwnedFd) -> Pace {
+impl Default for Pace {
+    fn default() -> Pace {
         Pace {
-            socket,
             batching: false,
             idle_since: None,
             message_bytes: 256,
             tick: Box::pin(tokio::time::sleep(TICK)),
+        }
+    }
+}
+
+impl Pace {
+    /// Follows tokio's poll of `socket`, which read `polled` into `buf`: a read may raise
+    /// the mark; nothing read may be the tick's turn to read what came below it. Returns
+    /// what was read (`Ready(Ok(0))`: the connection is closed).
+    pub fn after_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &TcpStream,
+        polled: Poll<std::io::Result<usize>>,
+        buf: &mut BytesMut,
+    ) -> Poll<std::io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => Poll::Ready(self.read(cx, socket).map(|()| n)),
+            Poll::Pending => self.poll_below_mark(cx, socket, buf),
+            other => other,
         }
     }
 
@@ -69,13 +86,13 @@ impl Pace {
 
     /// Notes that tokio read the socket: a message this soon after the socket ran dry
     /// raises the mark; while batching, what comes next waits for the next tick.
-    pub fn read(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+    fn read(&mut self, cx: &mut Context<'_>, socket: &TcpStream) -> std::io::Result<()> {
         let now = Instant::now();
         let soon = self.idle_since.take().is_some_and(|idle| now - idle < GAP);
         if !self.batching && soon {
             let mark =
                 (self.message_bytes * MARK_MESSAGES).clamp(*MARK_BYTES.start(), *MARK_BYTES.end());
-            self.set_mark(mark)?;
+            set_mark(socket, mark)?;
             self.batching = true;
         }
         if self.batching {
@@ -87,9 +104,10 @@ impl Pace {
     /// When tokio found nothing to read: at the timer's tick, reads what came below the mark
     /// into `buf` (`Ready(Ok(0))`: the connection is closed); lowers the mark when nothing
     /// came since the last read.
-    pub fn poll_below_mark(
+    fn poll_below_mark(
         &mut self,
         cx: &mut Context<'_>,
+        socket: &TcpStream,
         buf: &mut BytesMut,
     ) -> Poll<std::io::Result<usize>> {
         if !self.batching {
@@ -99,7 +117,7 @@ impl Pace {
         if self.tick.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        match self.recv(buf) {
+        match recv(socket, buf) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Ok(n) => {
                 self.arm(cx, Instant::now());
@@ -109,11 +127,11 @@ impl Pace {
         }
         // A tick without a message: one wake-up an arrival again. What came between the
         // read above and the lower mark woke nobody: read it now.
-        if let Err(e) = self.set_mark(1) {
+        if let Err(e) = set_mark(socket, 1) {
             return Poll::Ready(Err(e));
         }
         self.batching = false;
-        match self.recv(buf) {
+        match recv(socket, buf) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => Poll::Pending,
             result => Poll::Ready(result),
         }
@@ -123,33 +141,33 @@ impl Pace {
         self.tick.as_mut().reset(now + TICK);
         let _ = self.tick.as_mut().poll(cx);
     }
+}
 
-    /// Reads what the socket holds, without waiting (the socket is non-blocking).
-    fn recv(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        let start = buf.len();
-        buf.resize(start + *MARK_BYTES.end(), 0);
-        let read = (&*socket2::SockRef::from(&self.socket)).read(&mut buf[start..]);
-        buf.truncate(start + read.as_ref().map_or(0, |n| *n));
-        read
-    }
+/// Reads what the socket holds, without waiting (the socket is non-blocking).
+fn recv(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + *MARK_BYTES.end(), 0);
+    let read = (&*socket2::SockRef::from(socket)).read(&mut buf[start..]);
+    buf.truncate(start + read.as_ref().map_or(0, |n| *n));
+    read
+}
 
-    fn set_mark(&self, bytes: usize) -> std::io::Result<()> {
-        let value = libc::c_int::try_from(bytes).expect("a small mark");
-        // SAFETY: `socket` is an open descriptor owned here; the option's value is a
-        // `c_int` of the size passed.
-        let done = unsafe {
-            libc::setsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                std::ptr::from_ref(&value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if done == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+fn set_mark(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    let value = libc::c_int::try_from(bytes).expect("a small mark");
+    // SAFETY: `socket` is an open descriptor, borrowed for the call; the option's value is a
+    // `c_int` of the size passed.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

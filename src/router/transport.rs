@@ -5,7 +5,6 @@
 //! connection: a wrong path or a bad key stops `topicrule run` at start with its name,
 //! rather than failing every reconnection later.
 
-use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,8 +19,26 @@ use url::{Host, Url};
 use crate::config::Broker;
 
 /// The byte stream of a connection, whatever carries it.
-pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket, when the stream is plain TCP (no TLS, no WebSocket): what `Pace`
+    /// reads in batches.
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Stream for TcpStream {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Stream for rumqttc::tokio_rustls::client::TlsStream<TcpStream> {}
+
+impl Stream
+    for ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<Box<dyn Stream>>>
+{
+}
 
 /// Where the broker is and how to speak to it.
 #[derive(Clone)]
@@ -104,8 +121,7 @@ impl From<String> for OpenError {
 
 impl Endpoint {
     /// Opens the byte stream: TCP, then TLS and the WebSocket handshake when the URL asks.
-    /// A plain TCP stream comes with a second handle on its socket, for `Pace`.
-    pub async fn open(&self) -> Result<(Box<dyn Stream>, Option<OwnedFd>), OpenError> {
+    pub async fn open(&self) -> Result<Box<dyn Stream>, OpenError> {
         let addresses: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| OpenError::Unresolved(format!("cannot resolve `{}`: {e}", self.host)))?
@@ -114,10 +130,6 @@ impl Endpoint {
             .await
             .map_err(|e| format!("cannot reach {}:{}: {e}", self.host, self.port))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let plain = self.tls.is_none() && self.websocket.is_none();
-        let handle = plain
-            .then(|| tcp.as_fd().try_clone_to_owned().ok())
-            .flatten();
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(config) => {
@@ -141,7 +153,7 @@ impl Endpoint {
             }
         };
         let Some(url) = &self.websocket else {
-            return Ok((stream, handle));
+            return Ok(stream);
         };
         let mut request = url
             .as_str()
@@ -163,7 +175,7 @@ impl Endpoint {
                 "{url} does not speak MQTT over WebSockets (its Sec-WebSocket-Protocol is {protocol:?})"
             )));
         }
-        Ok((Box::new(ws_stream_tungstenite::WsStream::new(socket)), None))
+        Ok(Box::new(ws_stream_tungstenite::WsStream::new(socket)))
     }
 }
 
