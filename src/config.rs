@@ -351,19 +351,16 @@ impl Settings {
     pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
         let default_path = Path::new("topicrule.toml");
         let path = path.or_else(|| default_path.exists().then_some(default_path));
-        let file = match path {
-            None => toml::Table::new(),
+        let (file, text) = match path {
+            None => (toml::Table::new(), String::new()),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|error| SettingsError::Read {
                     path: path.to_owned(),
                     error,
                 })?;
-                // Every error of the file, with its place; then its values, to lay the
-                // environment over.
-                crate::toml_read::from_str::<Settings>(&text)
+                let file = crate::toml_read::from_str::<toml::Table>(&text)
                     .map_err(|(errors, _)| SettingsError::parse(path, &text, &errors))?;
-                crate::toml_read::from_str::<toml::Table>(&text)
-                    .map_err(|(errors, _)| SettingsError::parse(path, &text, &errors))?
+                (file, text)
             }
         };
         // `vars_os`: a variable that is not UTF-8 (of any program) must not stop topicrule.
@@ -373,7 +370,15 @@ impl Settings {
                 value.to_string_lossy().into_owned(),
             ))
         });
-        Settings::layered(file, vars)
+        Settings::layered(file, vars).map_err(|error| {
+            // The file's values lost their places in the table: read it again as settings,
+            // for every error of the file with its place. None: the error is a variable's.
+            let errors = path.and_then(|_| crate::toml_read::from_str::<Settings>(&text).err());
+            match (path, errors) {
+                (Some(path), Some((errors, _))) => SettingsError::parse(path, &text, &errors),
+                _ => error,
+            }
+        })
     }
 
     /// The settings of `file` (a settings file's values) with the `TOPICRULE_*` variables
@@ -482,6 +487,14 @@ mod tests {
         assert_eq!(settings.broker.keep_alive, 9);
         assert_eq!(settings.router.action_attempts, 4);
         assert_eq!(settings.broker.client_id, "topicrule", "a default stays");
+    }
+
+    #[test]
+    fn a_variable_over_a_section_the_file_gives_as_a_value_is_an_error_not_a_panic() {
+        let file: toml::Table = toml::from_str("broker = 5\n").unwrap();
+        let vars = [("TOPICRULE_BROKER_URL".to_owned(), "mqtt://b".to_owned())];
+        let error = Settings::layered(file, vars).unwrap_err().to_string();
+        assert!(error.contains("invalid type: integer `5`"), "{error}");
     }
 
     #[test]

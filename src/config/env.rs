@@ -48,7 +48,7 @@ pub(super) fn overlay(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Layer {
     let mut root = table(file);
-    for (name, text) in vars {
+    'vars: for (name, text) in vars {
         let Some(rest) = name.strip_prefix(PREFIX).map(str::to_ascii_lowercase) else {
             continue;
         };
@@ -63,8 +63,9 @@ pub(super) fn overlay(
             let layer = place
                 .entry(part.to_owned())
                 .or_insert_with(|| Layer::Table(BTreeMap::new()));
+            // A section the file gives as a value: its error is the file's, reported as such.
             let Layer::Table(inner) = layer else {
-                unreachable!("the file validated: its sections are tables")
+                continue 'vars;
             };
             place = inner;
         }
