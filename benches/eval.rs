@@ -12,6 +12,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use bytes::Bytes;
+use topicrule::sql::value::Payload;
 use topicrule::sql::{self, Message, Query, SqlVersion, Value};
 use topicrule::template::Template;
 
@@ -38,7 +40,7 @@ fn compile(sql: &str) -> Query {
 /// length (0 when the rule does not fire) so that nothing is optimised away.
 fn whole_evaluation(query: &Query, topic: &str, bytes: &[u8], out: &mut Vec<u8>) -> usize {
     out.clear();
-    let payload = Value::from_payload(bytes);
+    let payload = Payload::new(Bytes::copy_from_slice(bytes));
     let Some(topic) = query.route(topic, RULE) else {
         return 0;
     };
@@ -108,7 +110,8 @@ fn bench(c: &mut Criterion) {
 
     // The template alone, on an already decoded message (as an action expands it after the
     // rule fired).
-    let payload = Value::from_payload(PAYLOAD);
+    let payload = Payload::new(Bytes::from_static(PAYLOAD));
+    payload.value();
     let msg = Message {
         topic: TOPIC,
         payload: &payload,

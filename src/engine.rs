@@ -4,7 +4,8 @@
 //! `topicrule test` (which prints them).
 //!
 //! Invariant: each rule whose FROM filter matches the topic runs once per message, however
-//! many of its filters overlap; the payload is decoded once and shared by all of them.
+//! many of its filters overlap; the payload is decoded once, when a rule first reads it, and
+//! shared by all of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::metrics::RuleMetrics;
 use crate::rules::{Rule, RuleSet};
 use crate::sql::compile::{basic_ingest, BASIC_INGEST_PREFIX};
 use crate::sql::eval::{MqttProperties, ShadowReader};
+use crate::sql::value::Payload;
 use crate::sql::{Message, Value};
 use crate::topic::FilterTrie;
 
@@ -40,11 +42,10 @@ pub struct Plan {
     pub effects: Vec<(&'static str, Effect)>,
     /// The actions that failed to expand (a bad topic, a path out of the base directory).
     pub failures: Vec<(&'static str, ActionError)>,
-    /// What the error action's templates need: the topic as `topic()` saw it, the SET
-    /// variables, the decoded payload, the client id and time.
+    /// What the error action's templates need (with the payload): the topic as `topic()`
+    /// saw it, the SET variables, the client id and time.
     pub seen_topic: String,
     pub vars: Vec<Value>,
-    pub payload: Arc<Value>,
     pub clientid: Option<String>,
     pub timestamp_ms: i64,
 }
@@ -135,7 +136,7 @@ impl Engine {
     pub fn plan(
         &self,
         topic: &str,
-        payload: &[u8],
+        payload: &Bytes,
         clientid: Option<&str>,
         timestamp_ms: i64,
         properties: Option<&MqttProperties>,
@@ -145,7 +146,7 @@ impl Engine {
         if matching.is_empty() {
             return Vec::new();
         }
-        let decoded = Arc::new(Value::from_payload(payload));
+        let payload = Payload::new(payload.clone());
         let mut plans = Vec::new();
         for (index, seen) in matching {
             let rule = &self.rules[index];
@@ -153,24 +154,29 @@ impl Engine {
             metrics.matched.inc();
             let msg = Message {
                 topic: seen,
-                payload: &decoded,
+                payload: &payload,
                 clientid,
                 timestamp_ms,
                 properties,
                 rule_name: &rule.name,
                 shadows,
             };
-            let Some(evaluation) = rule.query.evaluate(&msg) else {
-                continue;
+            let (output, vars) = if rule.query.is_select_star() && payload.is_canonical_object() {
+                // What decoding and writing it again would give.
+                (payload.bytes().clone(), Vec::new())
+            } else {
+                let Some(evaluation) = rule.query.evaluate(&msg) else {
+                    continue;
+                };
+                let mut output = Vec::with_capacity(payload.bytes().len());
+                evaluation.output.write_payload(&mut output, rule.version());
+                (Bytes::from(output), evaluation.vars)
             };
             metrics.fired.inc();
-            let mut output = Vec::new();
-            evaluation.output.write_payload(&mut output, rule.version());
-            let output = Bytes::from(output);
             let mut effects = Vec::new();
             let mut failures = Vec::new();
             for action in &rule.actions {
-                match action.prepare(&msg, &evaluation.vars, &output) {
+                match action.prepare(&msg, &vars, &output) {
                     Ok(effect) => effects.push((action.aws_name(), effect)),
                     Err(e) => failures.push((action.aws_name(), e)),
                 }
@@ -182,8 +188,7 @@ impl Engine {
                 effects,
                 failures,
                 seen_topic: seen.to_owned(),
-                vars: evaluation.vars,
-                payload: decoded.clone(),
+                vars,
                 clientid: clientid.map(str::to_owned),
                 timestamp_ms,
             });
@@ -209,9 +214,10 @@ impl Engine {
             payload,
             failures,
         );
+        let decoded = Payload::new(Bytes::copy_from_slice(payload));
         let msg = Message {
             topic: &plan.seen_topic,
-            payload: &plan.payload,
+            payload: &decoded,
             clientid: plan.clientid.as_deref(),
             timestamp_ms: plan.timestamp_ms,
             properties: None,
@@ -261,4 +267,60 @@ pub fn incoming_properties(
         message_expiry_interval: p.message_expiry_interval,
         user_properties: p.user_properties.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(sql: &str) -> Engine {
+        let dir = std::env::temp_dir().join(format!("topicrule-engine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}.toml", sql.len()));
+        let rule = format!(
+            "[[rule]]\nname = \"r\"\nsql = \"{sql}\"\n[[rule.actions]]\nrepublish = {{ topic = \"out/${{temp}}\" }}\n"
+        );
+        std::fs::write(&file, rule).unwrap();
+        let set = crate::rules::load(std::slice::from_ref(&file)).unwrap();
+        std::fs::remove_file(file).unwrap();
+        let _ = std::fs::remove_dir(dir);
+        Engine::new(set)
+    }
+
+    fn plan(engine: &Engine, payload: &Bytes) -> Plan {
+        let mut plans = engine.plan("in/a", payload, None, 0, None, None);
+        assert_eq!(plans.len(), 1);
+        plans.remove(0)
+    }
+
+    #[test]
+    fn select_star_passes_compact_json_on_as_it_came_and_rewrites_the_rest() {
+        let star = engine("SELECT * FROM 'in/#'");
+        let compact = Bytes::from_static(br#"{"temp":21.5,"id":"a"}"#);
+        let out = plan(&star, &compact);
+        assert_eq!(out.output, compact);
+        assert_eq!(out.output.as_ptr(), compact.as_ptr(), "not copied");
+        // The templates still read the payload: decoded when they do.
+        let Effect::Publish(publish) = &out.effects[0].1 else {
+            panic!("a republish")
+        };
+        assert_eq!(publish.topic, "out/21.5");
+
+        for (payload, written) in [
+            (&br#"{ "temp" : 21.50 }"#[..], &br#"{"temp":21.50}"#[..]),
+            (br#"{"temp":1e1}"#, br#"{"temp":10}"#),
+            (br#"{"a":1,"a":2}"#, br#"{"a":2}"#),
+            (b"not json", b"not json"),
+        ] {
+            assert_eq!(
+                &plan(&star, &Bytes::from_static(payload)).output[..],
+                written
+            );
+        }
+        // Not `SELECT *` alone: evaluated.
+        let filtered = engine("SELECT * FROM 'in/#' WHERE temp > 30");
+        assert!(filtered
+            .plan("in/a", &compact, None, 0, None, None)
+            .is_empty());
+    }
 }

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use topicrule::broker::EmbeddedBroker;
 use topicrule::config::Settings;
 use topicrule::engine::Engine;
-use topicrule::sql::{self, Message, SqlError, SqlVersion, Value};
+use topicrule::sql::value::Payload;
+use topicrule::sql::{self, Message, SqlError, SqlVersion};
 use topicrule::template::Template;
 use topicrule::{router, rules};
 
@@ -270,7 +271,14 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let payload = args.payload.read()?;
     let engine = Engine::new(set);
     let now = chrono::Utc::now().timestamp_millis();
-    let plans = engine.plan(&topic, &payload, args.clientid.as_deref(), now, None, None);
+    let plans = engine.plan(
+        &topic,
+        &payload.into(),
+        args.clientid.as_deref(),
+        now,
+        None,
+        None,
+    );
     let mut out = std::io::stdout().lock();
     for plan in &plans {
         let actions: Vec<_> = plan.effects.iter().map(|(_, e)| e.describe()).collect();
@@ -479,7 +487,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let Some(topic) = query.route(&args.topic, &args.rule_name) else {
         return Ok(ExitCode::from(1));
     };
-    let payload = Value::from_payload(&bytes);
+    let payload = Payload::new(bytes.into());
     let msg = Message {
         topic,
         payload: &payload,

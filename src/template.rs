@@ -115,11 +115,19 @@ impl Template {
             version: self.version,
             vars,
         };
+        // The payload is decoded only for a part that reads it.
+        let payload = |expr: &CExpr| {
+            if expr.reads_row() {
+                msg.payload.value()
+            } else {
+                &Value::Undefined
+            }
+        };
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Expr(expr) => match eval(expr, &env, msg.payload).as_ref() {
+                Part::Expr(expr) => match eval(expr, &env, payload(expr)).as_ref() {
                     Value::Undefined => {}
                     Value::Null => out.push_str("null"),
                     value => {
@@ -204,9 +212,10 @@ fn expression_len(inner: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::value::Payload;
 
     fn expand(template: &str, payload: &str) -> String {
-        let payload = Value::from_payload(payload.as_bytes());
+        let payload = Payload::new(bytes::Bytes::copy_from_slice(payload.as_bytes()));
         let msg = Message {
             topic: "my/things/RPI/update",
             payload: &payload,
@@ -219,6 +228,29 @@ mod tests {
         Template::parse(template, SqlVersion::default(), &[])
             .unwrap()
             .expand(&msg, &[])
+    }
+
+    #[test]
+    fn only_a_part_that_reads_the_payload_decodes_it() {
+        let payload = Payload::new(bytes::Bytes::from_static(br#"{"temp":21.5}"#));
+        let msg = Message {
+            topic: "site/pi4/telemetry",
+            payload: &payload,
+            clientid: None,
+            timestamp_ms: 0,
+            properties: None,
+            rule_name: "r",
+            shadows: None,
+        };
+        let template = |text: &str| Template::parse(text, SqlVersion::default(), &[]).unwrap();
+        let by_topic = template("out/${topic(2)}/${upper(clientid())}-${timestamp() + 1}");
+        assert_eq!(by_topic.expand(&msg, &[]), "out/pi4/N/A-1");
+        assert!(!payload.is_decoded());
+        assert_eq!(
+            template("out/${topic(2)}/${temp}").expand(&msg, &[]),
+            "out/pi4/21.5"
+        );
+        assert!(payload.is_decoded());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use foldhash::HashMap;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +60,7 @@ impl Worker {
     pub async fn process(
         &self,
         topic: &str,
-        payload: &[u8],
+        payload: &Bytes,
         properties: Option<&MqttProperties>,
     ) -> bool {
         let now = chrono::Utc::now().timestamp_millis();

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use topicrule::sql::{self, ErrorKind, Message, SqlVersion, Value};
+use topicrule::sql::value::Payload;
+use topicrule::sql::{self, ErrorKind, Message, SqlVersion};
 use topicrule::template::Template;
 
 #[derive(Deserialize)]
@@ -84,7 +85,7 @@ fn run(case: &Case) -> Outcome {
     let Some(topic) = query.route(case.topic.as_deref().unwrap_or("t"), rule_name) else {
         return Outcome::NoMatch;
     };
-    let payload = Value::from_payload(&bytes);
+    let payload = Payload::new(bytes.into());
     let msg = Message {
         topic,
         payload: &payload,

@@ -60,7 +60,7 @@ impl Message {
         }
     }
 
-    pub fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &Bytes {
         match self {
             Message::V4(p) => &p.payload,
             Message::V5(p) => &p.payload,
@@ -247,7 +247,7 @@ mod tests {
             match &read[0] {
                 Incoming::Publish(m) => {
                     assert_eq!(m.topic(), "a/b");
-                    assert_eq!(m.payload(), b"{\"x\":1}");
+                    assert_eq!(&m.payload()[..], b"{\"x\":1}");
                     assert_eq!(m.pkid(), Some(7));
                     assert!(!m.dup());
                 }

@@ -56,7 +56,7 @@ pub struct RuleTest {
     /// The rule checked; None with `expect: None`: no rule of the set may fire.
     pub rule: Option<String>,
     pub topic: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     pub clientid: Option<String>,
     pub timestamp: Option<i64>,
     /// The expected output message; None: the rule must not fire.
@@ -207,7 +207,7 @@ fn resolve_test(
         place: format!("{}:{line}", path.display()),
         rule,
         topic: draft.topic,
-        payload: draft.payload,
+        payload: draft.payload.into(),
         clientid: draft.clientid,
         timestamp: draft.timestamp,
         expect: draft.expect,

@@ -81,6 +81,26 @@ pub enum CExpr {
     Subquery(Box<CSubquery>),
 }
 
+impl CExpr {
+    /// Whether evaluating it may read the row (the payload, for a rule): false only when
+    /// nothing in it names a field or `*`, so that a template such as `${topic(2)}` does not
+    /// make the engine decode the payload. Conservative for IN, CASE and subqueries.
+    pub fn reads_row(&self) -> bool {
+        match self {
+            CExpr::Const(_) | CExpr::Var(_) => false,
+            CExpr::Star | CExpr::Ident(_) => true,
+            CExpr::Field(e, _) | CExpr::Cast(e, _) | CExpr::Not(e) | CExpr::Neg(e) => e.reads_row(),
+            CExpr::Index(a, b) | CExpr::Binary(_, a, b) => a.reads_row() || b.reads_row(),
+            // A function reads only its arguments (and the message's topic, client id, time).
+            CExpr::Call(_, items) | CExpr::Chain(_, items) | CExpr::Array(items) => {
+                items.iter().any(CExpr::reads_row)
+            }
+            CExpr::Object(members) => members.iter().any(|(_, e)| e.reads_row()),
+            CExpr::In { .. } | CExpr::Case { .. } | CExpr::Subquery(_) => true,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum CInList {
     Items(Vec<CExpr>),

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use super::ast::BinaryOp;
 use super::compile::{CExpr, CInList, CItem, CSelect, CastType, Query};
-use super::value::{self, from_f64, num_is_zero, Conv, Num, Object, Value};
+use super::value::{self, from_f64, num_is_zero, Conv, Num, Object, Payload, Value};
 use super::SqlVersion;
 
 /// The MQTT 5 properties of an incoming PUBLISH, as `get_mqtt_property` and
@@ -28,8 +28,8 @@ pub struct MqttProperties {
 pub struct Message<'a> {
     /// The topic as `topic()` sees it: for Basic Ingest, without `$aws/rules/<rule>/`.
     pub topic: &'a str,
-    /// The decoded payload: JSON, or Binary.
-    pub payload: &'a Value,
+    /// The payload, decoded (JSON, or Binary) when an expression first reads it.
+    pub payload: &'a Payload,
     /// The publisher's client id, when the broker tells (`clientid()`).
     pub clientid: Option<&'a str>,
     /// When the engine received the message, in milliseconds since the epoch (`timestamp()`).
@@ -70,6 +70,15 @@ pub struct Env<'a> {
 }
 
 impl Query {
+    /// `SELECT *` alone, with no WHERE and no SET: the output is the payload itself when it
+    /// is a JSON object (or bytes), whatever the message.
+    pub fn is_select_star(&self) -> bool {
+        !self.select.value
+            && matches!(self.select.items.as_slice(), [CItem::Wildcard])
+            && self.where_.is_none()
+            && self.set.is_empty()
+    }
+
     /// Runs the statement on a message whose topic already matched FROM. `None` when WHERE
     /// is not `true`.
     pub fn evaluate<'p>(&self, msg: &Message<'p>) -> Option<Evaluation<'p>> {
@@ -81,7 +90,7 @@ impl Query {
                     version: self.version,
                     vars: &vars,
                 };
-                eval(expr, &env, msg.payload).into_owned()
+                eval(expr, &env, msg.payload.value()).into_owned()
             };
             vars.push(value);
         }
@@ -91,11 +100,11 @@ impl Query {
             vars: &vars,
         };
         if let Some(cond) = &self.where_ {
-            if !is_true(&eval(cond, &env, msg.payload)) {
+            if !is_true(&eval(cond, &env, msg.payload.value())) {
                 return None;
             }
         }
-        let output = select(&self.select, &env, msg.payload);
+        let output = select(&self.select, &env, msg.payload.value());
         Some(Evaluation { output, vars })
     }
 }

@@ -110,8 +110,10 @@ impl Num {
 
 mod de;
 mod number;
+mod payload;
 
 pub use number::*;
+pub use payload::Payload;
 
 impl Value {
     /// The name of the type, as errors and `typeof`-like messages show it.

@@ -191,12 +191,12 @@ fn string(s: impl Into<String>) -> Value {
 #[cfg(test)]
 mod test_support {
     use super::super::eval::{Env, Message, MqttProperties};
-    use super::super::value::Value;
+    use super::super::value::{Payload, Value};
     use super::super::SqlVersion;
 
     /// The message the unit tests run against.
     pub struct Ctx {
-        pub payload: Value,
+        pub payload: Payload,
         pub clientid: Option<&'static str>,
         pub properties: Option<MqttProperties>,
         pub version: SqlVersion,
@@ -205,7 +205,7 @@ mod test_support {
     impl Default for Ctx {
         fn default() -> Ctx {
             Ctx {
-                payload: Value::Object(Default::default()),
+                payload: Payload::new(bytes::Bytes::from_static(b"{}")),
                 clientid: Some("dev-1"),
                 properties: None,
                 version: SqlVersion::V2016_03_23,
