@@ -3,7 +3,8 @@
 //!
 //! Invariant: the path never leaves the base directory (no absolute path, no `..`); every
 //! line is one JSON value on one line; an append reports success only once its line is on
-//! the disk (`sync_data`), so an acknowledged message survives a crash or a power cut.
+//! the disk (`sync_data`), and the names of the files and folders it created with it (their
+//! folder synced), so an acknowledged message survives a crash or a power cut.
 //!
 //! One thread writes every file (group commit): the lines that arrive while it writes and
 //! syncs are written next, all the lines of one file with one `write`, then synced once
@@ -311,15 +312,7 @@ impl<'a> OpenFiles<'a> {
                     self.files.remove(&oldest);
                 }
             }
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(FileError::of("create the directory of", full))?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(full)
-                .map_err(FileError::of("open", full))?;
+            let file = create(full)?;
             let device = file.metadata().map_err(FileError::of("read", full))?.dev();
             let open = OpenFile {
                 file,
@@ -334,6 +327,55 @@ impl<'a> OpenFiles<'a> {
     }
 }
 
+/// Opens `full` for appending, creating it and its directories when missing, and makes
+/// the names it created durable: a new name is on the disk only once the directory that
+/// holds it is synced, and a power cut would otherwise lose a file whose lines were synced.
+fn create(full: &Path) -> Result<File, FileError> {
+    let parent = full.parent().unwrap_or(Path::new(""));
+    let missing: Vec<PathBuf> = parent
+        .ancestors()
+        .map(here)
+        .take_while(|dir| !dir.exists())
+        .map(Path::to_owned)
+        .collect();
+    std::fs::create_dir_all(here(parent))
+        .map_err(FileError::of("create the directory of", full))?;
+    let existed = full.exists();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(full)
+        .map_err(FileError::of("open", full))?;
+    for dir in holders_of_new_names(full, existed, &missing) {
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(FileError::of("sync the directory", dir))?;
+    }
+    Ok(file)
+}
+
+/// A directory as a path to open: a relative path's last ancestor, "", is the working
+/// directory.
+fn here(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
+/// The directories that hold the names created for `full`: its own when the file is new,
+/// and the parent of each directory that was `missing`.
+fn holders_of_new_names<'a>(
+    full: &'a Path,
+    existed: bool,
+    missing: &'a [PathBuf],
+) -> impl Iterator<Item = &'a Path> {
+    let own = full.parent().filter(|_| !existed);
+    let parents = missing.iter().filter_map(|dir| dir.parent());
+    own.into_iter().chain(parents).map(here)
+}
+
 /// Whether the open file is still the one at `path` (not deleted, not renamed away).
 fn same_file(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
@@ -344,7 +386,10 @@ fn same_file(file: &File, path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{confined, line_of};
+    use std::io::Write as _;
+    use std::path::{Path, PathBuf};
+
+    use super::{confined, create, holders_of_new_names, line_of};
 
     fn parsed(output: &[u8]) -> serde_json::Value {
         let line = line_of(output);
@@ -373,6 +418,38 @@ mod tests {
             parsed(b"\xff\xfe\x00"),
             serde_json::json!({"base64": "//4A"})
         );
+    }
+
+    #[test]
+    fn the_directories_of_new_names_are_synced() {
+        let holders = |full: &str, existed: bool, missing: &[&str]| {
+            let missing: Vec<PathBuf> = missing.iter().map(PathBuf::from).collect();
+            holders_of_new_names(Path::new(full), existed, &missing)
+                .map(|dir| dir.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert!(holders("/data/a/x.jsonl", true, &[]).is_empty());
+        assert_eq!(holders("/data/a/x.jsonl", false, &[]), ["/data/a"]);
+        assert_eq!(
+            holders("/data/a/b/x.jsonl", false, &["/data/a/b", "/data/a"]),
+            ["/data/a/b", "/data/a", "/data"]
+        );
+        // Relative to the working directory, with the base folder new too.
+        assert_eq!(holders("data/x.jsonl", false, &["data"]), ["data", "."]);
+        assert_eq!(holders("x.jsonl", false, &[]), ["."]);
+    }
+
+    #[test]
+    fn a_file_is_created_with_its_directories() {
+        let base = std::env::temp_dir().join(format!("topicrule-create-{}", std::process::id()));
+        let full = base.join("a/b/x.jsonl");
+        let mut file = create(&full).expect("created");
+        file.write_all(b"1\n").unwrap();
+        drop(file);
+        let mut again = create(&full).expect("opened again");
+        again.write_all(b"2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&full).unwrap(), "1\n2\n");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
