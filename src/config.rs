@@ -224,9 +224,10 @@ pub struct RouterSettings {
     /// Seconds without progress, while messages are in flight, after which the watchdog
     /// logs what is stuck and reconnects to the broker.
     pub stall_timeout: NonZeroU64,
-    /// When messages come less than half a millisecond apart, read them at most a
-    /// millisecond late, several at once (`router/pace.rs`): about half the CPU, for that
-    /// millisecond of latency. Off: every message is read the moment it arrives.
+    /// When messages (and the PUBACKs of republishes) come less than half a millisecond
+    /// apart, read them at most a millisecond late, several at once (`router/pace.rs`):
+    /// about half the CPU, for that millisecond of latency. Off: every message is read the
+    /// moment it arrives.
     pub batch_reads: bool,
 }
 

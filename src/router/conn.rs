@@ -94,8 +94,11 @@ pub(super) struct Conn {
     endpoint: Endpoint,
     options: ConnectOptions,
     io: Option<Box<dyn Stream>>,
-    /// Whether reads are batched when messages come fast (the subscribing connection).
+    /// Whether reads are batched when messages come fast.
     batch_reads: bool,
+    /// The most messages the peer sends before it waits for topicrule's answer: the
+    /// batching never waits for more than half of them.
+    window: usize,
     /// The batching of the current connection (plain TCP only).
     pace: Option<Pace>,
     read: BytesMut,
@@ -133,6 +136,7 @@ impl Conn {
             options,
             io: None,
             batch_reads: false,
+            window: usize::MAX,
             pace: None,
             read: BytesMut::new(),
             out: BytesMut::new(),
@@ -153,6 +157,16 @@ impl Conn {
         self
     }
 
+    /// The most messages the peer can send before topicrule answers or sends more: for
+    /// the subscribing connection, the messages topicrule holds at most (`max_in_flight`);
+    /// for the publishing one, the PUBACKs it waits for.
+    pub fn window(&mut self, window: usize) {
+        self.window = window;
+        if let Some(pace) = &mut self.pace {
+            pace.fit(window);
+        }
+    }
+
     pub fn client_id(&self) -> &str {
         &self.options.client_id
     }
@@ -169,7 +183,7 @@ impl Conn {
             .map_err(|_| {
                 ConnectError::Failed(format!("no CONNACK within {CONNECT_TIMEOUT:?}"))
             })??;
-        self.pace = (self.batch_reads && io.plain_tcp().is_some()).then(Pace::default);
+        self.pace = (self.batch_reads && io.plain_tcp().is_some()).then(|| Pace::new(self.window));
         self.io = Some(io);
         self.generation += 1;
         self.last_write = Instant::now();

@@ -1,4 +1,5 @@
-//! Reading the subscribing connection in batches when messages come fast.
+//! Reading a connection in batches when messages come fast: the subscribing connection's
+//! messages, the publishing connection's PUBACKs.
 //!
 //! On loopback, beside the broker, most of topicrule's CPU goes to wake-ups, not to messages:
 //! each arrival wakes the thread, each wake-up's republish wakes the broker. When a message
@@ -10,9 +11,15 @@
 //! message that comes alone is read the moment it arrives, as before.
 //!
 //! The mark is four messages of the sizes seen: half of the acknowledgements topicrule
-//! sends at once (`subscriber::ACK_BATCH`), so that a broker that waits for acknowledgements
-//! before it sends more (QoS 1, its in-flight window full) is answered at once, not at the
-//! tick.
+//! sends at once (`subscriber::ACK_BATCH`) and of the publishes it sends at once
+//! (`publisher::SEND_BATCH`), so that a broker that waits for an answer before it sends more
+//! (its window full) is answered at once, not at the tick. A smaller window lowers it to
+//! half the window (`Pace::fit`): a mark the window cannot reach would hold every message
+//! until the tick. The publishing connection's window is the PUBACKs it waits for, which
+//! change with every publish: a single topic's republishes, one at a time, are never
+//! batched. At full load at QoS 1 the publishing connection read each PUBACK with a
+//! wake-up of its own (91,000 reads for 100,000); batched, 5,800, and the context switches
+//! of 100,000 messages fell from 81,000 to 34,000.
 //!
 //! Invariant: while the mark is raised, the timer is armed; so a message waits at most one
 //! tick (a millisecond) before it is read.
@@ -34,9 +41,9 @@ const GAP: Duration = Duration::from_micros(500);
 /// What is read below the mark waits for the timer's next tick: tokio rounds a deadline up
 /// to its next millisecond, so this deadline ends at that tick.
 const TICK: Duration = Duration::from_micros(1);
-/// The mark, in messages of the average size seen, and its bounds in bytes.
+/// The mark, in messages of the average size seen (at most), and in bytes (at most).
 const MARK_MESSAGES: usize = 4;
-const MARK_BYTES: std::ops::RangeInclusive<usize> = 64..=4096;
+const MAX_MARK_BYTES: usize = 4096;
 
 /// The batching state of a plain TCP connection. Its socket is passed to each call: the
 /// tick's reads go to it directly, around tokio, which hears of no data below the mark.
@@ -46,22 +53,40 @@ pub(super) struct Pace {
     idle_since: Option<Instant>,
     /// The average size of the last messages (a moving average over about eight).
     message_bytes: usize,
+    /// The mark to raise, in messages; 0: never raised.
+    mark_messages: usize,
+    /// The mark raised, in messages, while batching.
+    raised: usize,
     /// The next tick, armed while batching.
     tick: Pin<Box<Sleep>>,
 }
 
-impl Default for Pace {
-    fn default() -> Pace {
-        Pace {
+impl Pace {
+    /// The batching of a connection whose peer sends at most `window` messages before it
+    /// waits for an answer (see `fit`).
+    pub fn new(window: usize) -> Pace {
+        let mut pace = Pace {
             batching: false,
             idle_since: None,
             message_bytes: 256,
+            mark_messages: 0,
+            raised: 0,
             tick: Box::pin(tokio::time::sleep(TICK)),
-        }
+        };
+        pace.fit(window);
+        pace
     }
-}
 
-impl Pace {
+    /// Fits the mark to a peer that sends at most `window` messages before topicrule
+    /// answers or sends more: at most half of them, so that a full window always wakes
+    /// topicrule; under four, no batching (a mark of one message is the kernel's own, and
+    /// one that the window cannot reach would make each message wait for the tick). A
+    /// window that shrinks under the mark raised lowers it at the next tick.
+    pub fn fit(&mut self, window: usize) {
+        let messages = MARK_MESSAGES.min(window / 2);
+        self.mark_messages = if messages >= 2 { messages } else { 0 };
+    }
+
     /// Follows tokio's poll of `socket`, which read `polled` into `buf`: a read may raise
     /// the mark; nothing read may be the tick's turn to read what came below it. Returns
     /// what was read (`Ready(Ok(0))`: the connection is closed).
@@ -89,11 +114,11 @@ impl Pace {
     fn read(&mut self, cx: &mut Context<'_>, socket: &TcpStream) -> std::io::Result<()> {
         let now = Instant::now();
         let soon = self.idle_since.take().is_some_and(|idle| now - idle < GAP);
-        if !self.batching && soon {
-            let mark =
-                (self.message_bytes * MARK_MESSAGES).clamp(*MARK_BYTES.start(), *MARK_BYTES.end());
+        if !self.batching && soon && self.mark_messages > 0 {
+            let mark = (self.message_bytes * self.mark_messages).clamp(1, MAX_MARK_BYTES);
             set_mark(socket, mark)?;
             self.batching = true;
+            self.raised = self.mark_messages;
         }
         if self.batching {
             self.arm(cx, now);
@@ -117,16 +142,18 @@ impl Pace {
         if self.tick.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        match recv(socket, buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Ok(n) => {
-                self.arm(cx, Instant::now());
-                return Poll::Ready(Ok(n));
+        if self.raised <= self.mark_messages {
+            match recv(socket, buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Ok(n) => {
+                    self.arm(cx, Instant::now());
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
-            Err(e) => return Poll::Ready(Err(e)),
         }
-        // A tick without a message: one wake-up an arrival again. What came between the
-        // read above and the lower mark woke nobody: read it now.
+        // A tick without a message, or a mark the window no longer reaches: one wake-up an
+        // arrival again. What came before the lower mark woke nobody: read it now.
         if let Err(e) = set_mark(socket, 1) {
             return Poll::Ready(Err(e));
         }
@@ -146,7 +173,7 @@ impl Pace {
 /// Reads what the socket holds, without waiting (the socket is non-blocking).
 fn recv(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     let start = buf.len();
-    buf.resize(start + *MARK_BYTES.end(), 0);
+    buf.resize(start + MAX_MARK_BYTES, 0);
     let read = (&*socket2::SockRef::from(socket)).read(&mut buf[start..]);
     buf.truncate(start + read.as_ref().map_or(0, |n| *n));
     read
@@ -169,5 +196,26 @@ fn set_mark(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+
+    #[tokio::test]
+    async fn the_mark_is_at_most_half_the_window() {
+        let mark = |window: usize| Pace::new(window).mark_messages;
+        assert_eq!(mark(usize::MAX), 4);
+        assert_eq!(mark(20), 4);
+        assert_eq!(mark(8), 4);
+        assert_eq!(mark(6), 3);
+        assert_eq!(mark(4), 2);
+        // A window of three or less: no batching.
+        assert_eq!(mark(3), 0);
+        assert_eq!(mark(1), 0);
+        let mut pace = Pace::new(usize::MAX);
+        pace.fit(2);
+        assert_eq!(pace.mark_messages, 0);
     }
 }

@@ -250,6 +250,8 @@ impl Connection {
             }
             progress |= self.take_jobs(cx);
             self.send_queued();
+            // The PUBACKs to come: the reads wait for a few of them at most (`pace`).
+            self.conn.window(self.in_flight.len());
             match self.conn.poll_write(cx) {
                 Poll::Ready(Err(e)) => return Poll::Ready(End::Lost(e)),
                 Poll::Ready(Ok(())) | Poll::Pending => {}
