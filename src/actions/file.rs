@@ -11,8 +11,9 @@
 //! (one `syncfs` for all the files when there are many: one journal commit). Under
 //! light load a line is synced as soon as it arrives; under heavy load one sync serves many
 //! messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
-//! directories are created once; a file deleted or renamed meanwhile (log rotation) is
-//! opened again at its path. Lines of one batch go to a file in the order they arrived.
+//! directories are created once; a file deleted meanwhile is opened again at its path
+//! before the next write, one renamed away (log rotation) within a second (the lines of
+//! that second go to the renamed file). Lines of one batch go to a file in the order they arrived.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,8 +36,12 @@ pub struct FileAppend {
     pub path: Template,
 }
 
-/// Files kept open at once.
-const MAX_OPEN: usize = 64;
+/// Files kept open at once: past it, every round would open and close files again (a file
+/// a topic is common).
+const MAX_OPEN: usize = 256;
+
+/// How often an open file is compared with the file at its path, to find one renamed away.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A line to append.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +244,30 @@ struct OpenFile {
     /// The file system it is on.
     device: u64,
     used: u64,
+    /// When it was last compared with the file at its path.
+    checked: std::time::Instant,
+}
+
+impl OpenFile {
+    /// Whether this is still the file at `full`: not deleted (checked at each use, on the
+    /// open file: an acknowledged line must not go to a deleted file), not renamed away
+    /// (checked by path at most every `RECHECK`: the lines of that second go to the renamed
+    /// file, which keeps them). A look-up by path at every write was a sixth of the
+    /// appending thread's time with a file a topic.
+    fn is_current(&mut self, full: &Path) -> bool {
+        let Ok(open) = self.file.metadata() else {
+            return false;
+        };
+        if open.nlink() == 0 {
+            return false;
+        }
+        if self.checked.elapsed() < RECHECK {
+            return true;
+        }
+        self.checked = std::time::Instant::now();
+        std::fs::metadata(full)
+            .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino())
+    }
 }
 
 impl<'a> OpenFiles<'a> {
@@ -303,8 +332,8 @@ impl<'a> OpenFiles<'a> {
         self.clock += 1;
         let current = self
             .files
-            .get(path)
-            .is_some_and(|open| same_file(&open.file, full));
+            .get_mut(path)
+            .is_some_and(|open| open.is_current(full));
         if !current {
             if self.files.len() >= MAX_OPEN {
                 let oldest = self.files.iter().min_by_key(|(_, open)| open.used);
@@ -318,6 +347,7 @@ impl<'a> OpenFiles<'a> {
                 file,
                 device,
                 used: 0,
+                checked: std::time::Instant::now(),
             };
             self.files.insert(path.to_owned(), open);
         }
@@ -376,20 +406,12 @@ fn holders_of_new_names<'a>(
     own.into_iter().chain(parents).map(here)
 }
 
-/// Whether the open file is still the one at `path` (not deleted, not renamed away).
-fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
     use std::path::{Path, PathBuf};
 
-    use super::{confined, create, holders_of_new_names, line_of};
+    use super::{confined, create, holders_of_new_names, line_of, OpenFiles, RECHECK};
 
     fn parsed(output: &[u8]) -> serde_json::Value {
         let line = line_of(output);
@@ -449,6 +471,25 @@ mod tests {
         let mut again = create(&full).expect("opened again");
         again.write_all(b"2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&full).unwrap(), "1\n2\n");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_file_deleted_or_renamed_away_is_opened_again_at_its_path() {
+        let base = std::env::temp_dir().join(format!("topicrule-reopen-{}", std::process::id()));
+        let mut open = OpenFiles::new(&base);
+        let path = Path::new("log.jsonl");
+        let read = || std::fs::read_to_string(base.join(path)).unwrap();
+        open.write(path, b"1\n").unwrap();
+        std::fs::remove_file(base.join(path)).unwrap();
+        open.write(path, b"2\n").unwrap();
+        assert_eq!(read(), "2\n", "deleted: the next line goes to a new file");
+        std::fs::rename(base.join(path), base.join("log.jsonl.1")).unwrap();
+        std::thread::sleep(RECHECK);
+        open.write(path, b"3\n").unwrap();
+        assert_eq!(read(), "3\n", "renamed: a new file, once checked");
+        let renamed = std::fs::read_to_string(base.join("log.jsonl.1")).unwrap();
+        assert_eq!(renamed, "2\n");
         std::fs::remove_dir_all(&base).unwrap();
     }
 
