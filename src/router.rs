@@ -157,8 +157,9 @@ pub async fn run(
     let close = CancellationToken::new();
     let recycles = Arc::new(AtomicU64::new(0));
     let (publisher, publishing) = publisher::start(
+        // Its window is the PUBACKs it waits for: none yet.
         Conn::new(codec, endpoint.clone(), publishing, recycles.clone())
-            .batch_reads(router.batch_reads),
+            .batch_reads(router.batch_reads, 0),
         max_in_flight,
         Duration::from_secs(router.publish_timeout.get()),
         close.clone(),
@@ -183,12 +184,8 @@ pub async fn run(
     let max_in_flight = usize::from(max_in_flight);
     let grace = Duration::from_secs(router.shutdown_grace);
     let subscriber = Subscriber {
-        conn: {
-            let mut conn =
-                Conn::new(codec, endpoint, subscribing, recycles).batch_reads(router.batch_reads);
-            conn.window(max_in_flight);
-            conn
-        },
+        conn: Conn::new(codec, endpoint, subscribing, recycles)
+            .batch_reads(router.batch_reads, max_in_flight),
         subscriptions: Subscriptions::new(
             filters,
             settings.broker.shared_group.clone(),

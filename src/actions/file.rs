@@ -21,6 +21,7 @@ use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::oneshot;
@@ -41,7 +42,7 @@ pub struct FileAppend {
 const MAX_OPEN: usize = 256;
 
 /// How often an open file is compared with the file at its path, to find one renamed away.
-const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// A line to append.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,7 +246,7 @@ struct OpenFile {
     device: u64,
     used: u64,
     /// When it was last compared with the file at its path.
-    checked: std::time::Instant,
+    checked: Instant,
 }
 
 impl OpenFile {
@@ -264,7 +265,7 @@ impl OpenFile {
         if self.checked.elapsed() < RECHECK {
             return true;
         }
-        self.checked = std::time::Instant::now();
+        self.checked = Instant::now();
         std::fs::metadata(full)
             .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino())
     }
@@ -347,7 +348,7 @@ impl<'a> OpenFiles<'a> {
                 file,
                 device,
                 used: 0,
-                checked: std::time::Instant::now(),
+                checked: Instant::now(),
             };
             self.files.insert(path.to_owned(), open);
         }

@@ -151,9 +151,11 @@ impl Conn {
         }
     }
 
-    /// Batches the reads of this connection when messages come fast (see `pace`).
-    pub fn batch_reads(mut self, batch: bool) -> Conn {
+    /// Batches the reads of this connection when messages come fast (see `pace`), for a
+    /// first `window` (see `window`).
+    pub fn batch_reads(mut self, batch: bool, window: usize) -> Conn {
         self.batch_reads = batch;
+        self.window = window;
         self
     }
 

@@ -48,14 +48,13 @@ const MAX_MARK_BYTES: usize = 4096;
 /// The batching state of a plain TCP connection. Its socket is passed to each call: the
 /// tick's reads go to it directly, around tokio, which hears of no data below the mark.
 pub(super) struct Pace {
-    batching: bool,
     /// When tokio last found nothing to read, unless something was read since.
     idle_since: Option<Instant>,
     /// The average size of the last messages (a moving average over about eight).
     message_bytes: usize,
     /// The mark to raise, in messages; 0: never raised.
     mark_messages: usize,
-    /// The mark raised, in messages, while batching.
+    /// The mark raised, in messages; 0: not batching.
     raised: usize,
     /// The next tick, armed while batching.
     tick: Pin<Box<Sleep>>,
@@ -66,7 +65,6 @@ impl Pace {
     /// waits for an answer (see `fit`).
     pub fn new(window: usize) -> Pace {
         let mut pace = Pace {
-            batching: false,
             idle_since: None,
             message_bytes: 256,
             mark_messages: 0,
@@ -114,13 +112,12 @@ impl Pace {
     fn read(&mut self, cx: &mut Context<'_>, socket: &TcpStream) -> std::io::Result<()> {
         let now = Instant::now();
         let soon = self.idle_since.take().is_some_and(|idle| now - idle < GAP);
-        if !self.batching && soon && self.mark_messages > 0 {
+        if self.raised == 0 && soon && self.mark_messages > 0 {
             let mark = (self.message_bytes * self.mark_messages).clamp(1, MAX_MARK_BYTES);
             set_mark(socket, mark)?;
-            self.batching = true;
             self.raised = self.mark_messages;
         }
-        if self.batching {
+        if self.raised > 0 {
             self.arm(cx, now);
         }
         Ok(())
@@ -135,7 +132,7 @@ impl Pace {
         socket: &TcpStream,
         buf: &mut BytesMut,
     ) -> Poll<std::io::Result<usize>> {
-        if !self.batching {
+        if self.raised == 0 {
             self.idle_since.get_or_insert_with(Instant::now);
             return Poll::Pending;
         }
@@ -157,7 +154,7 @@ impl Pace {
         if let Err(e) = set_mark(socket, 1) {
             return Poll::Ready(Err(e));
         }
-        self.batching = false;
+        self.raised = 0;
         match recv(socket, buf) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => Poll::Pending,
             result => Poll::Ready(result),
