@@ -7,7 +7,6 @@
 //! many of its filters overlap; the payload is decoded once, when a rule first reads it, and
 //! shared by all of them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -22,13 +21,28 @@ use crate::sql::value::Payload;
 use crate::sql::{Message, Value};
 use crate::topic::FilterTrie;
 
+/// Gives the memory freed while a rule set loaded and was subscribed to (the files' texts
+/// and syntax trees, the filters, a set replaced) back to the system. glibc's malloc only
+/// gives back the top of its heap, and the rules sit above much of what was freed: with
+/// 10,000 rules, 0.5 KB a rule of idle RSS kept for nothing. A few milliseconds: called at
+/// a SUBACK and a reload, never per message.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The rule set with its topic index.
 pub struct Engine {
     rules: Vec<Rule>,
     /// Each rule's counters, by its index.
     metrics: Vec<RuleMetrics>,
     trie: FilterTrie<usize>,
-    by_name: HashMap<Arc<str>, usize>,
+    /// The rules' indices in the order of their names (a map would cost a rule five times
+    /// the room): a rule by name for Basic Ingest topics and reloads.
+    by_name: Box<[usize]>,
 }
 
 /// What one rule does with one message.
@@ -53,14 +67,14 @@ pub struct Plan {
 impl Engine {
     pub fn new(set: RuleSet) -> Engine {
         let mut trie = FilterTrie::new();
-        let mut by_name = HashMap::new();
         for (i, rule) in set.rules.iter().enumerate() {
             if let Some(from) = &rule.query.from {
                 trie.insert(from, i);
             }
-            by_name.insert(rule.name.clone(), i);
         }
         trie.shrink_to_fit();
+        let mut by_name: Box<[usize]> = (0..set.rules.len()).collect();
+        by_name.sort_unstable_by(|&a, &b| set.rules[a].name.cmp(&set.rules[b].name));
         let metrics = set
             .rules
             .iter()
@@ -93,7 +107,7 @@ impl Engine {
     /// set still has, by name.
     pub fn carry_counts_over(&self, old: &Engine) {
         for (rule, metrics) in self.rules.iter().zip(&self.metrics) {
-            if let Some(&before) = old.by_name.get(&*rule.name) {
+            if let Some(before) = old.rule_named(&rule.name) {
                 metrics.carry_over(&old.metrics[before]);
             }
         }
@@ -112,6 +126,15 @@ impl Engine {
         filters
     }
 
+    /// The index of the rule named `name`.
+    fn rule_named(&self, name: &str) -> Option<usize> {
+        let at = self
+            .by_name
+            .binary_search_by(|&i| (*self.rules[i].name).cmp(name))
+            .ok()?;
+        Some(self.by_name[at])
+    }
+
     /// The rules a topic reaches, each with the topic as its `topic()` sees it: the rule a
     /// Basic Ingest topic names, or every rule whose FROM matches (found by the trie, so the
     /// filter is not matched a second time).
@@ -121,9 +144,8 @@ impl Engine {
                 return Vec::new();
             };
             return self
-                .by_name
-                .get(name)
-                .map(|&i| (i, rest))
+                .rule_named(name)
+                .map(|i| (i, rest))
                 .into_iter()
                 .collect();
         }
@@ -291,6 +313,36 @@ mod tests {
         let mut plans = engine.plan("in/a", payload, None, 0, None, None);
         assert_eq!(plans.len(), 1);
         plans.remove(0)
+    }
+
+    #[test]
+    fn a_basic_ingest_topic_reaches_the_rule_it_names_only() {
+        let dir = std::env::temp_dir().join(format!("topicrule-ingest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.toml");
+        let rules: String = ["zeta", "alpha", "mid", "alpha_2"]
+            .iter()
+            .map(|name| {
+                format!(
+                    "[[rule]]\nname = \"{name}\"\nsql = \"SELECT * FROM 'in/{name}'\"\n\
+                     [[rule.actions]]\nrepublish = {{ topic = \"out/{name}\" }}\n"
+                )
+            })
+            .collect();
+        std::fs::write(&file, rules).unwrap();
+        let engine = Engine::new(crate::rules::load(std::slice::from_ref(&file)).unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+        let payload = Bytes::from_static(b"{}");
+        let fired = |topic: &str| -> Vec<String> {
+            let plans = engine.plan(topic, &payload, None, 0, None, None);
+            plans.iter().map(|p| p.rule_name.to_string()).collect()
+        };
+        for name in ["zeta", "alpha", "mid", "alpha_2"] {
+            assert_eq!(fired(&format!("$aws/rules/{name}/in/x")), [name]);
+            assert_eq!(fired(&format!("in/{name}")), [name]);
+        }
+        assert!(fired("$aws/rules/alpha_/in/x").is_empty());
+        assert!(fired("$aws/rules/omega/in/x").is_empty());
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub async fn run(
     if !shadows {
         warn_about_shadow_reads(engine.rules());
     }
-    let filters = subscriptions(&engine, settings.broker.shared_group.as_deref(), shadows)?;
+    check_group(settings.broker.shared_group.as_deref())?;
     if settings.broker.protocol == Protocol::V311 {
         v4::warn_about_mqtt5_headers(engine.rules());
     }
@@ -186,12 +186,7 @@ pub async fn run(
     let subscriber = Subscriber {
         conn: Conn::new(codec, endpoint, subscribing, recycles)
             .batch_reads(router.batch_reads, max_in_flight),
-        subscriptions: Subscriptions::new(
-            filters,
-            settings.broker.shared_group.clone(),
-            shadows,
-            reloads,
-        ),
+        subscriptions: Subscriptions::new(settings.broker.shared_group.clone(), shadows, reloads),
         broker: settings.broker.url.clone(),
         max_in_flight,
         // Messages beyond those being processed wait in their lanes; past this many held,
@@ -297,25 +292,15 @@ async fn watchdog(worker: Arc<Worker>, stall: Duration, recycles: Arc<AtomicU64>
 /// `$` (Basic Ingest's `$aws/rules/...`, FROM on `$aws/...`): mosquitto 2.0 delivers no
 /// `$` topic to a shared subscription, so sharing them would silently drop those messages;
 /// unshared, every instance processes them (at least once, never lost).
-fn subscriptions(
-    engine: &Engine,
-    group: Option<&str>,
-    shadows: bool,
-) -> anyhow::Result<Vec<String>> {
+fn subscriptions(engine: &Engine, group: Option<&str>, shadows: bool) -> Vec<String> {
     let mut filters = engine.subscriptions();
     if shadows {
         filters.extend(crate::shadow::FILTERS.map(String::from));
     }
     let Some(group) = group else {
-        return Ok(filters);
+        return filters;
     };
-    if group.is_empty() || group.contains(['/', '+', '#']) {
-        anyhow::bail!("invalid shared_group `{group}`: a name without `/`, `+` or `#`");
-    }
-    tracing::info!(
-        "shared group `{group}`: filters on `$` topics ($aws/rules/... too) are not shared; every instance gets their messages"
-    );
-    Ok(filters
+    filters
         .into_iter()
         .map(|f| {
             if f.starts_with('$') {
@@ -324,5 +309,19 @@ fn subscriptions(
                 format!("$share/{group}/{f}")
             }
         })
-        .collect())
+        .collect()
+}
+
+/// Checks the shared group's name, once at start.
+fn check_group(group: Option<&str>) -> anyhow::Result<()> {
+    let Some(group) = group else {
+        return Ok(());
+    };
+    if group.is_empty() || group.contains(['/', '+', '#']) {
+        anyhow::bail!("invalid shared_group `{group}`: a name without `/`, `+` or `#`");
+    }
+    tracing::info!(
+        "shared group `{group}`: filters on `$` topics ($aws/rules/... too) are not shared; every instance gets their messages"
+    );
+    Ok(())
 }

@@ -15,7 +15,8 @@ pub struct Republish {
     /// 0 or 1; AWS's default is 0.
     pub qos: u8,
     pub retain: bool,
-    pub headers: Headers,
+    /// None when no header is set (most rules): the action then costs no room for them.
+    pub headers: Option<Box<Headers>>,
 }
 
 /// AWS's MQTT 5 `headers` of a republish action: as built, its texts are templates and its
@@ -113,7 +114,15 @@ pub fn prepare(
             format!("the republish topic `{topic}` is invalid: {e}"),
         ));
     }
-    let h = &action.headers;
+    let Some(h) = &action.headers else {
+        return Ok(PublishRequest {
+            topic,
+            payload: output.clone(),
+            qos: action.qos,
+            retain: action.retain,
+            ..PublishRequest::default()
+        });
+    };
     let expand = |t: &Option<crate::template::Template>| t.as_ref().map(|t| t.expand(msg, vars));
     let response_topic = expand(&h.response_topic);
     if let Some(rt) = &response_topic {

@@ -133,9 +133,10 @@ pub(super) struct Subscriber {
     pub stats: Arc<Stats>,
 }
 
-/// What the subscribing session is subscribed to, and the rule sets a reload brings.
+/// What the subscribing session subscribes to, and the rule sets a reload brings. The
+/// filters are not kept (with many rules they are a good part of the memory): they are
+/// worked out from the rule set when needed, at a connection and at a reload.
 pub(super) struct Subscriptions {
-    pub filters: Vec<String>,
     pub group: Option<String>,
     /// The shadow service's filters are subscribed too.
     pub shadows: bool,
@@ -148,20 +149,19 @@ pub(super) struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub fn new(
-        filters: Vec<String>,
-        group: Option<String>,
-        shadows: bool,
-        reloads: mpsc::Receiver<Engine>,
-    ) -> Self {
+    pub fn new(group: Option<String>, shadows: bool, reloads: mpsc::Receiver<Engine>) -> Self {
         Subscriptions {
-            filters,
             group,
             shadows,
             reloads,
             unsure: false,
             next_pkid: 2,
         }
+    }
+
+    /// The filters to subscribe to for `engine`'s rules.
+    fn filters(&self, engine: &Engine) -> Vec<String> {
+        super::subscriptions(engine, self.group.as_deref(), self.shadows)
     }
 
     fn pkid(&mut self) -> u16 {
@@ -175,14 +175,10 @@ impl Subscriptions {
     /// the new filters are subscribed before the old ones go, in one write. A set the
     /// running S3 stores cannot serve is refused, and the old one kept.
     fn reload(&mut self, conn: &mut Conn, worker: &Worker, engine: Engine) {
-        let kept = worker.engine.load().rules().len();
-        let filters = worker
-            .s3
-            .serves(engine.actions())
-            .map_err(anyhow::Error::from)
-            .and_then(|()| super::subscriptions(&engine, self.group.as_deref(), self.shadows));
-        let filters = match filters {
-            Ok(filters) => filters,
+        let running = worker.engine.load();
+        let kept = running.rules().len();
+        let filters = match worker.s3.serves(engine.actions()) {
+            Ok(()) => self.filters(&engine),
             Err(why) => {
                 tracing::error!(
                     "the new rule set is not applied: {why}; restart topicrule to apply it (keeping the {kept} rule(s) loaded)"
@@ -191,19 +187,22 @@ impl Subscriptions {
                 return;
             }
         };
-        let old: HashSet<&String> = self.filters.iter().collect();
-        let new: HashSet<&String> = filters.iter().collect();
-        let added: Vec<String> = filters
-            .iter()
-            .filter(|f| !old.contains(f))
-            .cloned()
-            .collect();
-        let removed: Vec<String> = self
-            .filters
-            .iter()
-            .filter(|f| !new.contains(f))
-            .cloned()
-            .collect();
+        let (added, removed) = {
+            let before = self.filters(&running);
+            let old: HashSet<&String> = before.iter().collect();
+            let new: HashSet<&String> = filters.iter().collect();
+            let added: Vec<String> = filters
+                .iter()
+                .filter(|f| !old.contains(f))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = before
+                .iter()
+                .filter(|f| !new.contains(f))
+                .cloned()
+                .collect();
+            (added, removed)
+        };
         if !added.is_empty() {
             let pkid = self.pkid();
             conn.codec.subscribe(&mut conn.out, pkid, &added);
@@ -212,15 +211,17 @@ impl Subscriptions {
             super::v4::warn_about_mqtt5_headers(engine.rules());
         }
         let count = engine.rules().len();
-        engine.carry_counts_over(&worker.engine.load());
+        engine.carry_counts_over(&running);
+        // The old set goes once no message in flight holds it; most of it is freed here.
+        drop(running);
         worker.engine.store(Arc::new(engine));
+        crate::engine::release_freed_memory();
         crate::metrics::reloaded(true);
         if !removed.is_empty() {
             let pkid = self.pkid();
             conn.codec.unsubscribe(&mut conn.out, pkid, &removed);
         }
         self.unsure |= !added.is_empty() || !removed.is_empty();
-        self.filters = filters;
         tracing::info!(
             "rules reloaded: {count} rule(s) (were {kept}); {} filter(s) subscribed, {} unsubscribed",
             added.len(),
@@ -502,6 +503,7 @@ impl Subscriber {
                         &mut conn,
                         &broker,
                         &mut subscriptions,
+                        &work.worker.engine.load(),
                         connected.session_present,
                         connected_before,
                     );
@@ -550,6 +552,7 @@ fn on_connected(
     conn: &mut Conn,
     broker: &str,
     subscriptions: &mut Subscriptions,
+    engine: &Engine,
     session_present: bool,
     connected_before: bool,
 ) -> bool {
@@ -564,12 +567,12 @@ fn on_connected(
              MQTT 5 brokers: a session expiry, `[broker] session_expiry`)"
         );
     }
-    if subscriptions.filters.is_empty() {
+    let filters = subscriptions.filters(engine);
+    if filters.is_empty() {
         tracing::warn!("no rule is loaded: nothing to subscribe to until the rules are");
         false
     } else if !session_present || !connected_before || subscriptions.unsure {
-        conn.codec
-            .subscribe(&mut conn.out, 1, &subscriptions.filters);
+        conn.codec.subscribe(&mut conn.out, 1, &filters);
         subscriptions.unsure = false;
         true
     } else {
@@ -622,6 +625,8 @@ fn session(
                     }
                     work.stats.subscribed.store(refused == 0, Ordering::Relaxed);
                     tracing::info!("subscribed to {granted} filter(s)");
+                    // Set up: what the rules' loading and the subscribing freed goes back.
+                    crate::engine::release_freed_memory();
                 }
                 Ok(Some(Incoming::Disconnect(reason))) => {
                     return Poll::Ready(End::Lost(Lost::Disconnected(reason)))

@@ -124,7 +124,7 @@ pub(super) fn warn_about_mqtt5_headers(rules: &[Rule]) {
             .actions
             .iter()
             .chain(&rule.error_action)
-            .any(|action| matches!(action, ActionSpec::Republish(r) if !r.headers.is_empty()));
+            .any(|action| matches!(action, ActionSpec::Republish(r) if r.headers.is_some()));
         if uses_headers {
             tracing::warn!(
                 "rule `{}`: republish headers are MQTT 5 only; with protocol 3.1.1 they are not sent",

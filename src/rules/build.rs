@@ -1,10 +1,10 @@
 //! Validation: a [`Draft`] becomes a [`Rule`], or every error it has.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::draft::BatchDraft;
 use super::draft::{ActionDraft, ActionKind, Draft, DraftError, HeadersDraft, Located};
-use super::Rule;
+use super::{Rule, Seen};
 use crate::actions::file::FileAppend;
 use crate::actions::republish::{Headers, Republish};
 use crate::actions::s3::{Batch, Compression, S3Put, StoreId};
@@ -19,7 +19,8 @@ const MAX_NAME: usize = 128;
 /// Validates a draft against the rules already loaded. `Ok(None)`: a valid, disabled rule.
 pub fn build(
     draft: Draft,
-    seen: &[(String, PathBuf)],
+    name: Arc<str>,
+    seen: &Seen,
 ) -> Result<(Option<Rule>, Vec<DraftError>), Vec<DraftError>> {
     let mut errors = Vec::new();
     check_name(&draft.name, seen, &mut errors);
@@ -63,7 +64,7 @@ pub fn build(
     match query {
         Some(query) if errors.is_empty() => {
             let rule = draft.enabled.then(|| Rule {
-                name: draft.name.value.into(),
+                name,
                 query,
                 actions,
                 error_action,
@@ -74,7 +75,7 @@ pub fn build(
     }
 }
 
-fn check_name(name: &Located, seen: &[(String, PathBuf)], errors: &mut Vec<DraftError>) {
+fn check_name(name: &Located, seen: &Seen, errors: &mut Vec<DraftError>) {
     let valid = !name.value.is_empty()
         && name.value.len() <= MAX_NAME
         && name
@@ -91,7 +92,7 @@ fn check_name(name: &Located, seen: &[(String, PathBuf)], errors: &mut Vec<Draft
             .with_hint("rule names are 1 to 128 letters, digits and `_`, as in AWS"),
         );
     }
-    if let Some((_, origin)) = seen.iter().find(|(n, _)| *n == name.value) {
+    if let Some(origin) = seen.get(name.value.as_str()) {
         errors.push(
             DraftError::new(
                 ErrorKind::Duplicate,
@@ -411,7 +412,7 @@ fn build_headers(
     version: SqlVersion,
     vars: &[String],
     errors: &mut Vec<DraftError>,
-) -> Headers {
+) -> Option<Box<Headers>> {
     let mut t = |s: &Option<Located>| s.as_ref().and_then(|s| template(s, version, vars, errors));
     let content_type = t(&h.content_type);
     let response_topic = t(&h.response_topic);
@@ -442,12 +443,13 @@ fn build_headers(
         .iter()
         .filter_map(|(k, v)| Some((k.clone(), template(v, version, vars, errors)?)))
         .collect();
-    Headers {
+    let headers = Headers {
         content_type,
         payload_format,
         response_topic,
         correlation_data,
         message_expiry,
         user_properties,
-    }
+    };
+    (!headers.is_empty()).then(|| Box::new(headers))
 }

@@ -12,6 +12,7 @@ mod build;
 mod draft;
 mod toml_file;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,6 +87,9 @@ impl RuleError {
 #[error("{} error(s) in the rule files", .0.len())]
 pub struct RuleErrors(pub Vec<RuleError>);
 
+/// The rule names met while loading, each with the file that defines it.
+type Seen = HashMap<Arc<str>, Arc<Path>>;
+
 /// The settings file's name, skipped in rule folders so that a folder (an example) can hold
 /// its settings beside its rules.
 const SETTINGS_FILE: &str = "topicrule.toml";
@@ -99,10 +103,13 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         collect_files(path, &mut files, &mut errors);
     }
     let mut rules: Vec<Rule> = Vec::new();
-    let mut seen: Vec<(String, PathBuf)> = Vec::new();
+    // Each name met, with the file that defines it first. The names are the rules' own:
+    // no copy of each is made, then dropped, between the rules kept.
+    let mut seen: Seen = HashMap::new();
     let mut test_drafts = Vec::new();
     let mut warnings = Vec::new();
     for path in files {
+        let path: Arc<Path> = path.into();
         let text: Arc<str> = match std::fs::read_to_string(&path) {
             Ok(text) => text.into(),
             Err(e) => {
@@ -120,16 +127,18 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         };
         let first_error = errors.len();
         errors.extend(errs.into_iter().map(|e| e.into_rule_error(&path, &text)));
-        let names: Vec<String> = drafts.iter().map(|d| d.name.value.clone()).collect();
-        test_drafts.extend(
-            tests
-                .into_iter()
-                .map(|t| (path.clone(), text.clone(), names.clone(), t)),
-        );
+        if !tests.is_empty() {
+            let names: Vec<String> = drafts.iter().map(|d| d.name.value.clone()).collect();
+            test_drafts.extend(
+                tests
+                    .into_iter()
+                    .map(|t| (path.clone(), text.clone(), names.clone(), t)),
+            );
+        }
         for draft in drafts {
-            let name = draft.name.value.clone();
-            let built = build::build(draft, &seen);
-            seen.push((name, path.clone()));
+            let name: Arc<str> = draft.name.value.as_str().into();
+            let built = build::build(draft, name.clone(), &seen);
+            seen.entry(name).or_insert_with(|| path.clone());
             match built {
                 Ok((rule, cautions)) => {
                     rules.extend(rule);
@@ -173,11 +182,11 @@ fn resolve_test(
     path: &Path,
     text: &str,
     file_rules: &[String],
-    seen: &[(String, PathBuf)],
+    seen: &Seen,
 ) -> Result<RuleTest, draft::DraftError> {
     let rule = match (&draft.rule, &draft.expect, file_rules) {
         (Some((name, span)), _, _) => {
-            if !seen.iter().any(|(n, _)| n == name) {
+            if !seen.contains_key(name.as_str()) {
                 return Err(draft::DraftError::new(
                     ErrorKind::Unknown,
                     *span,

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::ptr;
 
+use smallvec::SmallVec;
+
 /// Index of the root node in [`FilterTrie::nodes`].
 const ROOT: usize = 0;
 
@@ -14,15 +16,20 @@ const ROOT: usize = 0;
 /// is dropped nor makes traversal recursive.
 #[derive(Debug, Clone, Default)]
 struct Node {
-    /// Children reached by a literal level.
-    literal: HashMap<Box<str>, usize>,
+    /// Children reached by a literal level; None while there are none (the leaves, most
+    /// nodes of a large rule set: a map would cost a leaf more than the rest of it).
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer in every node, not a map's 48 bytes"
+    )]
+    literal: Option<Box<HashMap<Box<str>, usize>>>,
     /// Child reached by a `+` level.
     plus: Option<usize>,
-    /// Values whose filter is exactly this node's prefix.
-    exact: Vec<usize>,
+    /// Values whose filter is exactly this node's prefix (most often one: kept inline).
+    exact: SmallVec<[usize; 1]>,
     /// Values whose filter is this node's prefix followed by `/#` (or `#` at
     /// the root).
-    hash: Vec<usize>,
+    hash: SmallVec<[usize; 1]>,
 }
 
 /// A set of topic filters, each with a value, answering which values have a
@@ -41,7 +48,8 @@ pub struct FilterTrie<T> {
     nodes: Vec<Node>,
     values: Vec<T>,
     /// Value ids grouped by the hash of the value, to find equal values on
-    /// insert without requiring `T: Clone` for a `HashMap<T, usize>`.
+    /// insert without requiring `T: Clone` for a `HashMap<T, usize>`. Only inserts
+    /// read it: [`FilterTrie::shrink_to_fit`] drops it, the next insert builds it again.
     ids_by_hash: HashMap<u64, Vec<usize>>,
     hasher: RandomState,
 }
@@ -128,7 +136,11 @@ impl<T> FilterTrie<T> {
             Some(len) => (&topic[start..start + len], Some(start + len + 1)),
             None => (&topic[start..], None),
         };
-        let literal = n.literal.get(level).map(|&child| (child, rest));
+        let literal = n
+            .literal
+            .as_ref()
+            .and_then(|map| map.get(level))
+            .map(|&child| (child, rest));
         let plus = n
             .plus
             .filter(|_| wildcards_allowed)
@@ -169,26 +181,32 @@ impl<T: Eq + Hash> FilterTrie<T> {
         push_unique(&mut self.nodes[node].exact, id);
     }
 
-    /// Gives back what the inserts reserved ahead (vectors and maps grow by doubling), for
-    /// a trie built once and then only matched: with many rules, it is a good part of the
-    /// trie's memory.
+    /// Gives back what the inserts reserved ahead (vectors and maps grow by doubling) and
+    /// the index only inserts use, for a trie built once and then only matched: with many
+    /// rules, it is a good part of the trie's memory.
     pub fn shrink_to_fit(&mut self) {
         self.nodes.shrink_to_fit();
         for node in &mut self.nodes {
-            node.literal.shrink_to_fit();
+            if let Some(literal) = &mut node.literal {
+                literal.shrink_to_fit();
+            }
             node.exact.shrink_to_fit();
             node.hash.shrink_to_fit();
         }
         self.values.shrink_to_fit();
-        self.ids_by_hash.shrink_to_fit();
-        for ids in self.ids_by_hash.values_mut() {
-            ids.shrink_to_fit();
-        }
+        self.ids_by_hash = HashMap::new();
     }
 
     /// Returns the id of the stored value equal to `value`, storing it first
     /// if there is none.
     fn intern(&mut self, value: T) -> usize {
+        if self.ids_by_hash.is_empty() {
+            // Dropped by `shrink_to_fit` (or none stored yet).
+            for (id, stored) in self.values.iter().enumerate() {
+                let hash = self.hasher.hash_one(stored);
+                self.ids_by_hash.entry(hash).or_default().push(id);
+            }
+        }
         let hash = self.hasher.hash_one(&value);
         let bucket = self.ids_by_hash.entry(hash).or_default();
         if let Some(&id) = bucket.iter().find(|&&id| self.values[id] == value) {
@@ -213,11 +231,13 @@ impl<T: Eq + Hash> FilterTrie<T> {
     /// Returns the child of `node` for the literal `level`, creating it if
     /// needed.
     fn literal_child(&mut self, node: usize, level: &str) -> usize {
-        if let Some(&child) = self.nodes[node].literal.get(level) {
+        let literal = &self.nodes[node].literal;
+        if let Some(&child) = literal.as_ref().and_then(|map| map.get(level)) {
             return child;
         }
         let child = self.new_node();
-        self.nodes[node].literal.insert(level.into(), child);
+        let literal = self.nodes[node].literal.get_or_insert_default();
+        literal.insert(level.into(), child);
         child
     }
 
@@ -230,7 +250,7 @@ impl<T: Eq + Hash> FilterTrie<T> {
 
 /// Pushes `id` unless present, so re-inserting a filter does not duplicate
 /// its value within a node.
-fn push_unique(ids: &mut Vec<usize>, id: usize) {
+fn push_unique(ids: &mut SmallVec<[usize; 1]>, id: usize) {
     if !ids.contains(&id) {
         ids.push(id);
     }
@@ -250,6 +270,24 @@ mod tests {
         let mut out = Vec::new();
         trie.matches(topic, &mut out);
         out.into_iter().copied().collect()
+    }
+
+    #[test]
+    fn a_value_inserted_again_after_shrinking_is_still_one_value() {
+        let mut trie = FilterTrie::new();
+        trie.insert("a/b", 1);
+        trie.insert("c", 2);
+        trie.shrink_to_fit();
+        trie.insert("a/+", 1);
+        trie.insert("d/#", 3);
+        assert_eq!(trie.len(), 3);
+        let mut out = Vec::new();
+        trie.matches("a/b", &mut out);
+        assert_eq!(out, [&1]);
+        trie.matches("d/e", &mut out);
+        assert_eq!(out, [&3]);
+        trie.matches("c", &mut out);
+        assert_eq!(out, [&2]);
     }
 
     #[test]
