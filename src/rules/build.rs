@@ -17,6 +17,7 @@ use crate::template::Template;
 const MAX_NAME: usize = 128;
 
 /// Validates a draft against the rules already loaded. `Ok(None)`: a valid, disabled rule.
+/// `name` is the draft's name, made once: the rule and `seen` share it.
 pub fn build(
     draft: Draft,
     name: Arc<str>,
