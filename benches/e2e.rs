@@ -29,7 +29,9 @@
 //!
 //! Last, what archiving costs the message path (issue: at most 10%): the one rule with a
 //! `file` action (a file a topic) added, then with an `s3` action in batch mode (gzip, into
-//! s3s-fs) added, each `max` at QoS 1 against the republishing topicrule of the same run.
+//! s3s-fs) added, each `max` at QoS 1 against the republishing topicrule, in
+//! `E2E_ARCHIVE_ROUNDS` (3) rounds of the three one after the other: medians, so that a
+//! ratio compares runs seconds apart (one run each moved it by 10% from bench to bench).
 //!
 //! Every figure is printed beside its baseline with their ratio: absolute figures move from
 //! run to run on a shared machine; the ratios much less. Needs mosquitto and s3s-fs, as the
@@ -94,8 +96,16 @@ fn main() {
         &settings,
         false,
     );
-    let archiving =
-        [Sink::File, Sink::S3Batch].map(|sink| run(Sut::Archiving(sink), 1, &settings, false));
+    let archiving: Vec<[Run; 3]> = (0..settings.archive_rounds)
+        .map(|_| {
+            [
+                one_rule,
+                Sut::Archiving(Sink::File),
+                Sut::Archiving(Sink::S3Batch),
+            ]
+            .map(|sut| run(sut, 1, &settings, false))
+        })
+        .collect();
     report(&settings, &q0, &q1, &many, &archiving);
 }
 
@@ -109,6 +119,8 @@ struct Settings {
     messages: u64,
     /// The rules of the many-rules topicrule.
     rules: usize,
+    /// Rounds of the republishing rule and the two archiving ones.
+    archive_rounds: usize,
 }
 
 impl Settings {
@@ -118,8 +130,13 @@ impl Settings {
             seconds: env_number("E2E_RATE_SECS", 5),
             messages: env_number("E2E_MAX_COUNT", 50_000),
             rules: env_number("E2E_RULES", 10_000),
+            archive_rounds: env_number("E2E_ARCHIVE_ROUNDS", 3),
         };
         assert!(settings.rules >= 2, "E2E_RULES must be 2 or more");
+        assert!(
+            settings.archive_rounds > 0,
+            "E2E_ARCHIVE_ROUNDS must be more than 0"
+        );
         assert!(
             settings.rate * settings.seconds > 0 && settings.messages > 0,
             "E2E_RATE, E2E_RATE_SECS and E2E_MAX_COUNT must be more than 0"
@@ -888,7 +905,13 @@ fn row(metric: &'static str, base: f64, sut: f64, decimals: usize) -> Row {
     }
 }
 
-fn report(settings: &Settings, q0: &(Run, Run), q1: &(Run, Run), many: &Run, archiving: &[Run; 2]) {
+fn report(
+    settings: &Settings,
+    q0: &(Run, Run),
+    q1: &(Run, Run),
+    many: &Run,
+    archiving: &[[Run; 3]],
+) {
     println!(
         "\ntopicrule end to end, beside a raw relay in the same run: mosquitto on loopback, \
          {PAYLOAD_SIZE}-byte JSON on {DEVICES} topics;\n\
@@ -931,16 +954,42 @@ fn report(settings: &Settings, q0: &(Run, Run), q1: &(Run, Run), many: &Run, arc
     let per_rule =
         many.idle_rss_kb.saturating_sub(one.idle_rss_kb) as f64 / (settings.rules - 1) as f64;
     println!("memory per rule: {per_rule:.2} KB (idle RSS, {rules} vs 1)");
-    for sut in archiving {
-        let title = format!("QoS 1, {}", sut.name);
+    let rounds = archiving.len();
+    for sink in [1, 2] {
+        let base: Vec<&Outcome> = archiving.iter().map(|round| &round[0].max).collect();
+        let sut: Vec<&Outcome> = archiving.iter().map(|round| &round[sink].max).collect();
+        let title = format!("QoS 1, {}", archiving[0][sink].name);
         table(
             &title,
             ["republish", "+ archive", "archiving/republish"],
-            &max_rows(one, sut),
+            &[
+                row(
+                    "max: msg/s",
+                    median(&base, Outcome::throughput),
+                    median(&sut, Outcome::throughput),
+                    0,
+                ),
+                row(
+                    "max: CPU s per 100k msgs",
+                    median(&base, Outcome::cpu_per_100k),
+                    median(&sut, Outcome::cpu_per_100k),
+                    2,
+                ),
+            ],
+        );
+        let each: Vec<String> = base
+            .iter()
+            .zip(&sut)
+            .map(|(b, s)| format!("{:.2}", s.throughput() / b.throughput()))
+            .collect();
+        println!(
+            "msg/s medians of {rounds} round(s); archiving/republish in each: {}",
+            each.join(" ")
         );
     }
-    let [file, batch] = archiving;
-    deliveries(&[&q0.0, &q0.1, &q1.0, &q1.1, many, file, batch]);
+    let mut runs = vec![&q0.0, &q0.1, &q1.0, &q1.1, many];
+    runs.extend(archiving.iter().flatten());
+    deliveries(&runs);
 }
 
 fn versus(relay: &Run, topicrule: &Run) -> Vec<Row> {
@@ -981,6 +1030,13 @@ fn max_rows(base: &Run, sut: &Run) -> [Row; 2] {
             2,
         ),
     ]
+}
+
+/// The median of a figure over outcomes (the upper one of an even count).
+fn median(outcomes: &[&Outcome], figure: fn(&Outcome) -> f64) -> f64 {
+    let mut values: Vec<f64> = outcomes.iter().map(|o| figure(o)).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn mb(kb: u64) -> f64 {
