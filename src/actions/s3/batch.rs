@@ -418,15 +418,25 @@ fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<()> {
 /// short; zeros where a page did not reach the disk). What precedes the first zero byte
 /// was synced (no line of JSON holds one), so every line acknowledged is kept.
 fn trim_leftover(path: &Path) -> std::io::Result<()> {
-    let text = std::fs::read(path)?;
-    let lines = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-    let whole = text[..lines]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |newline| newline + 1);
-    if whole < text.len() {
-        let file = OpenOptions::new().write(true).open(path)?;
-        file.set_len(whole as u64)?;
+    use std::io::Read as _;
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    // Read a block at a time: a batch may be as large as `max_bytes`.
+    let mut block = vec![0; 64 * 1024];
+    let (mut at, mut whole) = (0, 0);
+    loop {
+        let read = file.read(&mut block)?;
+        let zero = block[..read].iter().position(|&b| b == 0);
+        let lines = &block[..zero.unwrap_or(read)];
+        if let Some(newline) = lines.iter().rposition(|&b| b == b'\n') {
+            whole = at + newline as u64 + 1;
+        }
+        if read == 0 || zero.is_some() {
+            break;
+        }
+        at += read as u64;
+    }
+    if whole < file.metadata()?.len() {
+        file.set_len(whole)?;
         file.sync_all()?;
     }
     Ok(())
@@ -803,5 +813,11 @@ mod tests {
         // Nothing whole at all.
         assert_eq!(trimmed(b"{\"a\""), b"");
         assert_eq!(trimmed(&[0; 64]), b"");
+        // Past a block of the reading.
+        let many = b"{\"a\":1}\n".repeat(20_000);
+        assert_eq!(
+            trimmed(&[&many[..], b"{\"a\"", &[0; 70_000]].concat()),
+            many
+        );
     }
 }
