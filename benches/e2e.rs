@@ -933,7 +933,7 @@ fn report(
     table(
         &title,
         ["1 rule", &rules, &format!("{rules}/1 rule")],
-        &max_rows(one, many)
+        &max_rows(&[&one.max], &[&many.max])
             .into_iter()
             .chain([
                 row(
@@ -962,20 +962,7 @@ fn report(
         table(
             &title,
             ["republish", "+ archive", "archiving/republish"],
-            &[
-                row(
-                    "max: msg/s",
-                    median(&base, Outcome::throughput),
-                    median(&sut, Outcome::throughput),
-                    0,
-                ),
-                row(
-                    "max: CPU s per 100k msgs",
-                    median(&base, Outcome::cpu_per_100k),
-                    median(&sut, Outcome::cpu_per_100k),
-                    2,
-                ),
-            ],
+            &max_rows(&base, &sut),
         );
         let each: Vec<String> = base
             .iter()
@@ -1014,19 +1001,23 @@ fn versus(relay: &Run, topicrule: &Run) -> Vec<Row> {
         ),
     ]
     .into_iter()
-    .chain(max_rows(relay, topicrule))
+    .chain(max_rows(&[&relay.max], &[&topicrule.max]))
     .collect()
 }
 
-/// The closed-loop figures of `sut` beside `base`'s.
-fn max_rows(base: &Run, sut: &Run) -> [Row; 2] {
-    let (base, sut) = (&base.max, &sut.max);
+/// The closed-loop figures of `sut` beside `base`'s: their medians over the runs given.
+fn max_rows(base: &[&Outcome], sut: &[&Outcome]) -> [Row; 2] {
     [
-        row("max: msg/s", base.throughput(), sut.throughput(), 0),
+        row(
+            "max: msg/s",
+            median(base, Outcome::throughput),
+            median(sut, Outcome::throughput),
+            0,
+        ),
         row(
             "max: CPU s per 100k msgs",
-            base.cpu_per_100k(),
-            sut.cpu_per_100k(),
+            median(base, Outcome::cpu_per_100k),
+            median(sut, Outcome::cpu_per_100k),
             2,
         ),
     ]

@@ -567,12 +567,13 @@ fn on_connected(
              MQTT 5 brokers: a session expiry, `[broker] session_expiry`)"
         );
     }
-    let filters = subscriptions.filters(engine);
-    if filters.is_empty() {
+    // The filters are worked out only to be sent: with a session present, the broker has them.
+    if engine.rules().is_empty() && !subscriptions.shadows {
         tracing::warn!("no rule is loaded: nothing to subscribe to until the rules are");
         false
     } else if !session_present || !connected_before || subscriptions.unsure {
-        conn.codec.subscribe(&mut conn.out, 1, &filters);
+        conn.codec
+            .subscribe(&mut conn.out, 1, &subscriptions.filters(engine));
         subscriptions.unsure = false;
         true
     } else {
