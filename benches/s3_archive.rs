@@ -138,7 +138,7 @@ fn alone(name: &str, action: &str, stored: impl Fn(&Path, &S3Server) -> usize) -
         .build()
         .expect("a runtime");
     let (acknowledged, all_stored) = runtime.block_on(async {
-        let files = Files::start(dir.path().join("data")).expect("the file writer");
+        let files = Files::start(dir.path().join("data"), "bench").expect("the file writer");
         let stores = Stores::for_actions(&settings, "bench", engine.actions())
             .await
             .expect("the S3 client");

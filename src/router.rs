@@ -169,7 +169,7 @@ pub async fn run(
     let worker = Arc::new(Worker {
         engine: running,
         publisher,
-        files: Files::start(settings.file.base_dir.clone())
+        files: Files::start(settings.file.base_dir.clone(), &settings.instance_id())
             .map_err(|e| anyhow::anyhow!("cannot start the file writer: {e}"))?,
         s3,
         attempts: router.action_attempts.max(1),
@@ -209,6 +209,7 @@ pub async fn run(
         }
     });
     let subscribed = tokio::spawn(subscriber.run(shutdown.clone())).await;
+    worker.files.close(grace).await;
     watchdog.abort();
     close.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;

@@ -163,7 +163,7 @@ republish = { topic = "raw/out", qos = 1, headers = { content_type = "applicatio
 #[test]
 fn file_action_appends_lines_and_stays_in_its_directory() {
     let broker = Mosquitto::start();
-    let (_topicrule, dir) = start(
+    let (topicrule, dir) = start(
         &broker,
         r#"
 [[rule]]
@@ -204,6 +204,16 @@ file = { path = "errors.jsonl" }
         !dir.path().join("log.jsonl").exists(),
         "a line escaped the base directory"
     );
+    // The journal that made the lines durable is gone after a clean stop.
+    let journal = data.join(".topicrule-file.journal");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !journal.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(journal.exists(), "no journal at {}", journal.display());
+    assert!(topicrule.stop().success());
+    assert!(!journal.exists(), "a journal left after a clean stop");
+    assert_eq!(wait_for_lines(&data.join("a/log.jsonl"), 2), log);
 }
 
 #[test]

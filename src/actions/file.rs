@@ -7,16 +7,18 @@
 //! folder synced), so an acknowledged message survives a crash or a power cut.
 //!
 //! One thread writes every file (group commit): the lines that arrive while it writes and
-//! syncs are written next, all the lines of one file with one `write`, then synced once
-//! (one `syncfs` for all the files when there are many: one journal commit). Under
+//! syncs are written next, all the lines of one file with one `write`, then made durable
+//! at once by one sync of the journal (see `journal`), whatever the number of files. Under
 //! light load a line is synced as soon as it arrives; under heavy load one sync serves many
 //! messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
 //! directories are created once; a file deleted meanwhile is opened again at its path
 //! before the next write, one renamed away (log rotation) within a second (the lines of
 //! that second go to the renamed file). Lines of one batch go to a file in the order they arrived.
 
+mod journal;
+
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
@@ -29,6 +31,7 @@ use tokio::sync::oneshot;
 use super::ActionError;
 use crate::sql::{Message, Value};
 use crate::template::Template;
+use journal::{Entry, Journal};
 
 /// The `file` action.
 #[derive(Debug, Clone)]
@@ -64,20 +67,30 @@ impl AppendRequest {
     }
 }
 
-/// The relative path `text` names, when it stays inside the base directory.
-pub fn confined(text: &str) -> Option<PathBuf> {
-    if text.is_empty() || text.contains('\0') {
-        return None;
+/// The relative path `text` names, when it stays inside the base directory and is not
+/// topicrule's own (a name starting with `.topicrule` at its top: the journals); else
+/// what is wrong with it.
+pub fn confined(text: &str) -> Result<PathBuf, &'static str> {
+    const LEAVES: &str = "leaves the base directory";
+    if text.contains('\0') {
+        return Err(LEAVES);
     }
     let mut out = PathBuf::new();
     for component in Path::new(text).components() {
         match component {
             Component::Normal(part) => out.push(part),
             Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return Err(LEAVES),
         }
     }
-    (!out.as_os_str().is_empty()).then_some(out)
+    let top = out.components().next().map(|top| top.as_os_str());
+    match top {
+        None => Err(LEAVES),
+        Some(top) if top.as_encoded_bytes().starts_with(b".topicrule") => {
+            Err("is topicrule's own (a name starting with `.topicrule` in the base directory)")
+        }
+        Some(_) => Ok(out),
+    }
 }
 
 /// Expands the path and builds the line. Output that is not one line of text (a binary
@@ -89,12 +102,8 @@ pub fn prepare(
     output: &[u8],
 ) -> Result<AppendRequest, ActionError> {
     let text = action.path.expand(msg, vars);
-    let Some(path) = confined(&text) else {
-        return Err(ActionError::new(
-            &text,
-            format!("the file path `{text}` leaves the base directory"),
-        ));
-    };
+    let path = confined(&text)
+        .map_err(|why| ActionError::new(&text, format!("the file path `{text}` {why}")))?;
     Ok(AppendRequest {
         path,
         line: line_of(output),
@@ -123,7 +132,14 @@ pub fn line_of(output: &[u8]) -> Vec<u8> {
 /// The appending thread's handle; cloned, it is shared by every message.
 #[derive(Clone)]
 pub struct Files {
-    appends: mpsc::Sender<Append>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What the appending thread is asked to do.
+enum Job {
+    Append(Append),
+    /// Sync the files, remove the journal, then say so: the run ends.
+    Close(oneshot::Sender<()>),
 }
 
 /// A line for the appending thread, and where to say when it is on the disk.
@@ -159,14 +175,35 @@ impl FileError {
 }
 
 impl Files {
-    /// Starts the appending thread for files under `base`. It ends when every handle is
-    /// dropped. Its queue holds at most one line per message in flight.
-    pub fn start(base: PathBuf) -> std::io::Result<Files> {
-        let (appends, queue) = mpsc::channel();
+    /// Replays the journal the last run of `instance` left, then starts the appending
+    /// thread for files under `base`. It ends when every handle is dropped. Its queue holds
+    /// at most one line per message in flight.
+    pub fn start(base: PathBuf, instance: &str) -> Result<Files, FileError> {
+        let written = journal::replay(&base, instance)?;
+        if written > 0 {
+            tracing::warn!(
+                "{written} group(s) of acknowledged lines the disk had lost (a power cut) \
+                 written again into their files from the journal of `{instance}`"
+            );
+        }
+        let (jobs, queue) = mpsc::channel();
+        let journal = Journal::new(&base, instance);
+        let writer = base.clone();
         std::thread::Builder::new()
             .name("topicrule-files".into())
-            .spawn(move || append_all(&base, &queue))?;
-        Ok(Files { appends })
+            .spawn(move || append_all(&base, journal, &queue))
+            .map_err(FileError::of("start the writer of", &writer))?;
+        Ok(Files { jobs })
+    }
+
+    /// Syncs the files and removes the journal, at the end of a run (after its last
+    /// append); waits for it at most `within`. Without it the journal stays for the next
+    /// start, which finds its lines in their files.
+    pub async fn close(&self, within: Duration) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).is_ok() {
+            let _ = tokio::time::timeout(within, closed).await;
+        }
     }
 
     /// Appends the line; done once it is on the disk.
@@ -178,7 +215,7 @@ impl Files {
             line: request.line.clone(),
             done,
         };
-        if self.appends.send(append).is_err() {
+        if self.jobs.send(Job::Append(append)).is_err() {
             return Err(fail("the file writer has stopped".into()));
         }
         match result.await {
@@ -188,86 +225,188 @@ impl Files {
     }
 }
 
-/// The appending thread: takes what is queued, writes each file's lines at once, syncs
-/// each file once, then answers.
-fn append_all(base: &Path, queue: &mpsc::Receiver<Append>) {
+/// The appending thread: takes what is queued, writes each file's lines at once, makes
+/// them durable (in the journal, or by syncing their files), then answers; empties the
+/// journal when it is due.
+fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
     let mut open = OpenFiles::new(base);
-    while let Ok(first) = queue.recv() {
-        let mut files: Vec<Pending> = Vec::new();
-        let mut index: HashMap<PathBuf, usize> = HashMap::new();
-        for append in std::iter::once(first).chain(queue.try_iter()) {
-            let i = *index.entry(append.path.clone()).or_insert_with(|| {
-                files.push(Pending {
-                    path: append.path,
-                    lines: Vec::new(),
-                    waiting: Vec::new(),
-                    result: Ok(()),
-                });
-                files.len() - 1
-            });
-            files[i].lines.extend_from_slice(&append.line);
-            files[i].waiting.push(append.done);
-        }
-        for file in &mut files {
-            file.result = open.write(&file.path, &file.lines);
-        }
-        open.sync(&mut files);
-        for file in files {
-            for done in file.waiting {
-                let _ = done.send(file.result.clone());
+    // `None` once a checkpoint failed: what the journal holds stays for the next start
+    // (a second sync may not report what the first lost), and each group syncs its files.
+    let mut journal = Some(journal);
+    loop {
+        let waited = match journal.as_ref().and_then(Journal::due_in) {
+            Some(wait) => queue.recv_timeout(wait),
+            None => queue
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        let first = match waited {
+            Ok(Job::Append(first)) => first,
+            Ok(Job::Close(done)) => {
+                close(&mut open, &mut journal);
+                let _ = done.send(());
+                continue;
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                checkpoint(&mut open, &mut journal);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let (files, closing) = group(first, queue);
+        let mut results: Vec<_> = files
+            .iter()
+            .map(|file| open.write(&file.path, &file.lines))
+            .collect();
+        let journaled = journal.as_mut().is_some_and(|journal| {
+            let written = files
+                .iter()
+                .zip(&results)
+                .filter_map(|(file, result)| Some((result.as_ref().ok()?, file.lines.as_slice())));
+            journal
+                .write(written)
+                .inspect_err(|e| tracing::warn!("{e}: syncing the files instead"))
+                .is_ok()
+        });
+        if !journaled {
+            open.sync(&files, &mut results);
+        }
+        let results: Vec<_> = results.into_iter().map(|r| r.map(drop)).collect();
+        for (file, result) in files.into_iter().zip(results) {
+            for done in file.waiting {
+                let _ = done.send(result.clone());
+            }
+        }
+        if let Some(done) = closing {
+            close(&mut open, &mut journal);
+            let _ = done.send(());
+        }
+        let due = journal.as_ref().and_then(Journal::due_in) == Some(Duration::ZERO);
+        if due || open.retired.len() >= MAX_RETIRED {
+            checkpoint(&mut open, &mut journal);
+        }
+    }
+    close(&mut open, &mut journal);
+}
+
+/// The appends queued, by file, in the order they arrived, up to a `Close`, given back.
+fn group(
+    first: Append,
+    queue: &mpsc::Receiver<Job>,
+) -> (Vec<Pending>, Option<oneshot::Sender<()>>) {
+    let mut files: Vec<Pending> = Vec::new();
+    let mut index: HashMap<PathBuf, usize> = HashMap::new();
+    let mut closing = None;
+    let queued = queue.try_iter().map_while(|job| match job {
+        Job::Append(append) => Some(append),
+        Job::Close(done) => {
+            closing = Some(done);
+            None
+        }
+    });
+    for append in std::iter::once(first).chain(queued) {
+        let i = *index.entry(append.path.clone()).or_insert_with(|| {
+            files.push(Pending {
+                path: append.path,
+                lines: Vec::new(),
+                waiting: Vec::new(),
+            });
+            files.len() - 1
+        });
+        files[i].lines.extend_from_slice(&append.line);
+        files[i].waiting.push(append.done);
+    }
+    (files, closing)
+}
+
+/// Ends the journal: syncs the files and removes it. Later appends (none is expected)
+/// sync their files.
+fn close(open: &mut OpenFiles, journal: &mut Option<Journal>) {
+    if checkpoint(open, journal) {
+        if let Some(Err(e)) = journal.take().map(Journal::remove) {
+            tracing::warn!("{e}");
         }
     }
 }
 
-/// The lines of one file in one round, and how writing and syncing them went.
+/// Syncs the files written since the journal was last emptied, then empties it. False
+/// when that failed: the journal is dropped as it is, for the next start to replay.
+fn checkpoint(open: &mut OpenFiles, journal: &mut Option<Journal>) -> bool {
+    let Some(held) = journal else {
+        return false;
+    };
+    match open.sync_written().and_then(|()| held.empty()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(
+                "{e}: the journal keeps the lines of the last second for the next start \
+                 (written again if the disk lost them); from now on each group of lines \
+                 syncs its files"
+            );
+            *journal = None;
+            open.retired.clear();
+            false
+        }
+    }
+}
+
+/// The lines of one file in one round, and the messages waiting for them.
 struct Pending {
     path: PathBuf,
     lines: Vec<u8>,
     waiting: Vec<Done>,
-    result: Result<(), FileError>,
 }
 
 /// Past this many files written in one round, one `syncfs` per file system syncs them
 /// all at once, instead of one `fdatasync` each.
 const SYNC_EACH_MAX: usize = 2;
 
+/// Files closed with lines not synced yet, kept open for the checkpoint: past this many,
+/// it comes at once.
+const MAX_RETIRED: usize = 64;
+
 /// The files open for appending, by path under the base directory.
 struct OpenFiles<'a> {
     base: &'a Path,
     files: HashMap<PathBuf, OpenFile>,
+    /// Files closed (evicted, renamed away, failed) with lines written since the last
+    /// checkpoint, to sync at the next one.
+    retired: Vec<(PathBuf, OpenFile)>,
     /// Counts appends, to find the least recently used file.
     clock: u64,
 }
 
 struct OpenFile {
     file: File,
-    /// The file system it is on.
+    /// The file system it is on, and its inode there.
     device: u64,
+    inode: u64,
     used: u64,
     /// When it was last compared with the file at its path.
     checked: Instant,
+    /// Written since it was last synced.
+    written: bool,
 }
 
 impl OpenFile {
-    /// Whether this is still the file at `full`: not deleted (checked at each use, on the
-    /// open file: an acknowledged line must not go to a deleted file), not renamed away
-    /// (checked by path at most every `RECHECK`: the lines of that second go to the renamed
-    /// file, which keeps them). A look-up by path at every write was a sixth of the
-    /// appending thread's time with a file a topic.
-    fn is_current(&mut self, full: &Path) -> bool {
-        let Ok(open) = self.file.metadata() else {
-            return false;
-        };
+    /// Its length, when this is still the file at `full`: not deleted (checked at each
+    /// use, on the open file: an acknowledged line must not go to a deleted file), not
+    /// renamed away (checked by path at most every `RECHECK`: the lines of that second go
+    /// to the renamed file, which keeps them). A look-up by path at every write was a sixth
+    /// of the appending thread's time with a file a topic.
+    fn current_len(&mut self, full: &Path) -> Option<u64> {
+        let open = self.file.metadata().ok()?;
         if open.nlink() == 0 {
-            return false;
+            return None;
         }
-        if self.checked.elapsed() < RECHECK {
-            return true;
+        if self.checked.elapsed() >= RECHECK {
+            self.checked = Instant::now();
+            let named = std::fs::metadata(full).ok()?;
+            if named.dev() != open.dev() || named.ino() != open.ino() {
+                return None;
+            }
         }
-        self.checked = Instant::now();
-        std::fs::metadata(full)
-            .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino())
+        Some(open.len())
     }
 }
 
@@ -276,35 +415,141 @@ impl<'a> OpenFiles<'a> {
         OpenFiles {
             base,
             files: HashMap::new(),
+            retired: Vec::new(),
             clock: 0,
         }
     }
 
-    /// Writes `lines` at the end of the file.
-    fn write(&mut self, path: &Path, lines: &[u8]) -> Result<(), FileError> {
+    /// Writes `lines` at the end of the file; where they went.
+    fn write<'p>(&mut self, path: &'p Path, lines: &[u8]) -> Result<Entry<'p>, FileError> {
         let full = self.base.join(path);
-        let result = self.file(path, &full).and_then(|open| {
+        let result = self.file(path, &full).and_then(|(open, offset)| {
+            open.written = true;
             (&open.file)
                 .write_all(lines)
-                .map_err(FileError::of("append to", &full))
+                .map_err(FileError::of("append to", &full))?;
+            Ok(Entry {
+                path: path.to_string_lossy(),
+                dev: open.device,
+                ino: open.inode,
+                offset,
+                len: lines.len() as u64,
+            })
         });
         if result.is_err() {
-            self.files.remove(path); // Opened again on the next append.
+            self.close(path); // Opened again on the next append.
         }
         result
     }
 
-    /// Syncs the files written without error: each with `fdatasync` when they are few,
-    /// else with one `syncfs` per file system (one journal commit for all of them).
-    fn sync(&mut self, pending: &mut [Pending]) {
-        let written = pending.iter().filter(|p| p.result.is_ok()).count();
-        let mut synced: HashMap<u64, Result<(), FileError>> = HashMap::new();
-        for p in pending.iter_mut().filter(|p| p.result.is_ok()) {
-            let Some(open) = self.files.get(&p.path) else {
+    /// Closes the file open at `path`; kept for the next checkpoint when it has lines
+    /// not synced.
+    fn close(&mut self, path: &Path) {
+        if let Some(open) = self.files.remove(path) {
+            if open.written {
+                self.retired.push((path.to_owned(), open));
+            }
+        }
+    }
+
+    /// Syncs the files of `pending` written without error (see `sync_each`); a failure
+    /// becomes the file's result.
+    fn sync(&mut self, pending: &[Pending], results: &mut [Result<Entry, FileError>]) {
+        let written: Vec<(&Path, &OpenFile)> = pending
+            .iter()
+            .zip(results.iter())
+            .filter(|(_, result)| result.is_ok())
+            .filter_map(|(p, _)| Some((p.path.as_path(), self.files.get(&p.path)?)))
+            .collect();
+        let mut synced = sync_each(self.base, &written).into_iter();
+        for (p, result) in pending.iter().zip(results.iter_mut()) {
+            if result.is_err() {
+                continue;
+            }
+            let Some(open) = self.files.get_mut(&p.path) else {
                 continue;
             };
-            let full = self.base.join(&p.path);
-            p.result = if written <= SYNC_EACH_MAX {
+            match synced.next().expect("a result a file") {
+                Ok(()) => open.written = false,
+                Err(e) => {
+                    *result = Err(e);
+                    self.close(&p.path);
+                }
+            }
+        }
+    }
+
+    /// Syncs every file written since it was last synced, the ones closed meanwhile too.
+    fn sync_written(&mut self) -> Result<(), FileError> {
+        let written: Vec<(&Path, &OpenFile)> = self
+            .files
+            .iter()
+            .filter(|(_, open)| open.written)
+            .map(|(path, open)| (path.as_path(), open))
+            .chain(
+                self.retired
+                    .iter()
+                    .map(|(path, open)| (path.as_path(), open)),
+            )
+            .collect();
+        sync_each(self.base, &written)
+            .into_iter()
+            .collect::<Result<(), FileError>>()?;
+        self.retired.clear();
+        for open in self.files.values_mut() {
+            open.written = false;
+        }
+        Ok(())
+    }
+
+    /// The file open at `path` and its length; opened (its directories created) unless it
+    /// is open and still the file at that path.
+    fn file(&mut self, path: &Path, full: &Path) -> Result<(&mut OpenFile, u64), FileError> {
+        self.clock += 1;
+        let current = self
+            .files
+            .get_mut(path)
+            .and_then(|open| open.current_len(full));
+        let len = match current {
+            Some(len) => len,
+            None => {
+                self.close(path);
+                if self.files.len() >= MAX_OPEN {
+                    let oldest = self.files.iter().min_by_key(|(_, open)| open.used);
+                    if let Some(oldest) = oldest.map(|(path, _)| path.clone()) {
+                        self.close(&oldest);
+                    }
+                }
+                let file = create(full, OpenOptions::new().create(true).append(true))?;
+                let meta = file.metadata().map_err(FileError::of("read", full))?;
+                let open = OpenFile {
+                    file,
+                    device: meta.dev(),
+                    inode: meta.ino(),
+                    used: 0,
+                    checked: Instant::now(),
+                    written: false,
+                };
+                self.files.insert(path.to_owned(), open);
+                meta.len()
+            }
+        };
+        let open = self.files.get_mut(path).expect("opened above");
+        open.used = self.clock;
+        Ok((open, len))
+    }
+}
+
+/// Syncs `files` (their paths under `base`, for errors): each with `fdatasync` when they
+/// are few, else with one `syncfs` per file system (one flush of the disk for all of
+/// them). A result a file, in order.
+fn sync_each(base: &Path, files: &[(&Path, &OpenFile)]) -> Vec<Result<(), FileError>> {
+    let mut synced: HashMap<u64, Result<(), FileError>> = HashMap::new();
+    files
+        .iter()
+        .map(|(path, open)| {
+            let full = base.join(path);
+            if files.len() <= SYNC_EACH_MAX {
                 match open.file.sync_data() {
                     // A file that cannot be synced (a device, a pipe) has nothing to sync.
                     Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => {
@@ -320,48 +565,15 @@ impl<'a> OpenFiles<'a> {
                             .map_err(|e| FileError::of("sync the file system of", &full)(e.into()))
                     })
                     .clone()
-            };
-            if p.result.is_err() {
-                self.files.remove(&p.path);
             }
-        }
-    }
-
-    /// The file open at `path`; opened (its directories created) unless it is open and
-    /// still the file at that path.
-    fn file(&mut self, path: &Path, full: &Path) -> Result<&mut OpenFile, FileError> {
-        self.clock += 1;
-        let current = self
-            .files
-            .get_mut(path)
-            .is_some_and(|open| open.is_current(full));
-        if !current {
-            if self.files.len() >= MAX_OPEN {
-                let oldest = self.files.iter().min_by_key(|(_, open)| open.used);
-                if let Some(oldest) = oldest.map(|(path, _)| path.clone()) {
-                    self.files.remove(&oldest);
-                }
-            }
-            let file = create(full)?;
-            let device = file.metadata().map_err(FileError::of("read", full))?.dev();
-            let open = OpenFile {
-                file,
-                device,
-                used: 0,
-                checked: Instant::now(),
-            };
-            self.files.insert(path.to_owned(), open);
-        }
-        let open = self.files.get_mut(path).expect("opened above");
-        open.used = self.clock;
-        Ok(open)
-    }
+        })
+        .collect()
 }
 
 /// Opens `full` for appending, creating it and its directories when missing, and makes
 /// the names it created durable: a new name is on the disk only once the directory that
 /// holds it is synced, and a power cut would otherwise lose a file whose lines were synced.
-fn create(full: &Path) -> Result<File, FileError> {
+fn create(full: &Path, options: &OpenOptions) -> Result<File, FileError> {
     let parent = full.parent().unwrap_or(Path::new(""));
     let missing: Vec<PathBuf> = parent
         .ancestors()
@@ -372,17 +584,16 @@ fn create(full: &Path) -> Result<File, FileError> {
     std::fs::create_dir_all(here(parent))
         .map_err(FileError::of("create the directory of", full))?;
     let existed = full.exists();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(full)
-        .map_err(FileError::of("open", full))?;
+    let file = options.open(full).map_err(FileError::of("open", full))?;
     for dir in holders_of_new_names(full, existed, &missing) {
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(FileError::of("sync the directory", dir))?;
+        sync_dir(dir).map_err(FileError::of("sync the directory", dir))?;
     }
     Ok(file)
+}
+
+/// Makes the names a directory holds durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// A directory as a path to open: a relative path's last ancestor, "", is the working
@@ -413,6 +624,12 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::{confined, create, holders_of_new_names, line_of, OpenFiles, RECHECK};
+
+    fn append() -> std::fs::OpenOptions {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        options
+    }
 
     fn parsed(output: &[u8]) -> serde_json::Value {
         let line = line_of(output);
@@ -466,10 +683,10 @@ mod tests {
     fn a_file_is_created_with_its_directories() {
         let base = std::env::temp_dir().join(format!("topicrule-create-{}", std::process::id()));
         let full = base.join("a/b/x.jsonl");
-        let mut file = create(&full).expect("created");
+        let mut file = create(&full, &append()).expect("created");
         file.write_all(b"1\n").unwrap();
         drop(file);
-        let mut again = create(&full).expect("opened again");
+        let mut again = create(&full, &append()).expect("opened again");
         again.write_all(b"2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&full).unwrap(), "1\n2\n");
         std::fs::remove_dir_all(&base).unwrap();
@@ -497,8 +714,21 @@ mod tests {
     #[test]
     fn paths_stay_under_the_base() {
         assert_eq!(confined("a/./b.jsonl").unwrap().to_str(), Some("a/b.jsonl"));
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a/..", "."] {
-            assert!(confined(bad).is_none(), "{bad}");
+        assert_eq!(
+            confined("a/.topicrule-x").unwrap().to_str(),
+            Some("a/.topicrule-x")
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            ".",
+            ".topicrule-a.journal",
+            "./.topicrule/x",
+        ] {
+            assert!(confined(bad).is_err(), "{bad}");
         }
     }
 }

@@ -20,6 +20,7 @@
 pub mod file;
 pub mod republish;
 pub mod s3;
+mod zeroed;
 
 use bytes::Bytes;
 

@@ -166,14 +166,16 @@ fn build_action(
         ActionKind::File { path } => {
             let path_template = template(path, version, vars, errors)?;
             if let Some(text) = path_template.as_static() {
-                if crate::actions::file::confined(text).is_none() {
+                if let Err(why) = crate::actions::file::confined(text) {
                     errors.push(
                         DraftError::new(
                             ErrorKind::Unsafe,
                             path.span,
-                            format!("file path `{text}` leaves the base directory"),
+                            format!("file path `{text}` {why}"),
                         )
-                        .with_hint("use a relative path without `..`"),
+                        .with_hint(
+                            "use a relative path without `..`, not starting with `.topicrule`",
+                        ),
                     );
                 }
             }

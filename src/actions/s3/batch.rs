@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Batch, Compression, S3Put};
+use crate::actions::zeroed::{whole_lines, ZerosAhead};
 use crate::backoff::Backoff;
 
 /// A line for a spooler's thread, and where to say when it is synced.
@@ -115,8 +116,8 @@ struct OpenBatch {
     seq: u64,
     /// Buffered: the lines of one group go to the disk in one write, before its sync.
     file: BufWriter<File>,
-    /// The file's length: its lines, then zeros written ahead of them (see `zero_ahead`).
-    zeroed: u64,
+    /// Zeros written ahead of its lines, cut off at `close`.
+    zeros: ZerosAhead,
     records: u64,
     /// The length of its lines.
     bytes: u64,
@@ -266,7 +267,8 @@ impl Spooler {
                 self.open = Some(self.open_batch(&append.key)?);
             }
             let batch = self.open.as_mut().expect("a batch is open");
-            batch.zero_ahead(batch.bytes + append.line.len() as u64)?;
+            let end = batch.bytes + append.line.len() as u64;
+            batch.zeros.cover(batch.file.get_ref(), end)?;
             batch.file.write_all(&append.line)?;
             batch.records += 1;
             batch.bytes += append.line.len() as u64;
@@ -297,7 +299,7 @@ impl Spooler {
         Ok(OpenBatch {
             seq,
             file: BufWriter::with_capacity(GROUP_BUFFER, file),
-            zeroed: 0,
+            zeros: ZerosAhead::default(),
             records: 0,
             bytes: 0,
             opened: Instant::now(),
@@ -340,33 +342,12 @@ impl Spooler {
 }
 
 impl OpenBatch {
-    /// Makes the file at least `end` long with zeros written ahead of the lines, in chunks
-    /// that double up to `MAX_ZERO_CHUNK`. A line then overwrites zeros: its sync writes
-    /// the data alone, where an append must also write the file's new length (on ext4,
-    /// a journal commit, or a second write without a journal: 0.7x the time a sync here).
-    /// `close` cuts the zeros off; `trim_leftover` after a crash.
-    fn zero_ahead(&mut self, end: u64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt as _;
-        while self.zeroed < end {
-            let chunk = self.zeroed.clamp(MIN_ZERO_CHUNK, MAX_ZERO_CHUNK);
-            let zeros = vec![0; chunk as usize];
-            self.file.get_ref().write_all_at(&zeros, self.zeroed)?;
-            self.zeroed += chunk;
-        }
-        Ok(())
-    }
-
     /// Writes what is buffered and syncs it.
     fn sync(&mut self) -> std::io::Result<()> {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
 }
-
-/// The zeros written ahead of an open batch's lines: the first chunk, and the most at once
-/// (a small batch writes few zeros; a large one, one size change a megabyte).
-const MIN_ZERO_CHUNK: u64 = 16 * 1024;
-const MAX_ZERO_CHUNK: u64 = 1024 * 1024;
 
 /// The write buffer of an open batch: lines beyond it are written as it fills, all of them
 /// before the group's sync.
@@ -413,28 +394,11 @@ fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
-/// Cuts a batch a crash left open after its last whole line: the zeros written ahead of
-/// its lines, and what a power cut left of lines written but not synced (a line cut
-/// short; zeros where a page did not reach the disk). What precedes the first zero byte
-/// was synced (no line of JSON holds one), so every line acknowledged is kept.
+/// Cuts a batch a crash left open after its last whole line (see `zeroed`): every line
+/// acknowledged is kept.
 fn trim_leftover(path: &Path) -> std::io::Result<()> {
-    use std::io::Read as _;
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-    // Read a block at a time: a batch may be as large as `max_bytes`.
-    let mut block = vec![0; 64 * 1024];
-    let (mut at, mut whole) = (0, 0);
-    loop {
-        let read = file.read(&mut block)?;
-        let zero = block[..read].iter().position(|&b| b == 0);
-        let lines = &block[..zero.unwrap_or(read)];
-        if let Some(newline) = lines.iter().rposition(|&b| b == b'\n') {
-            whole = at + newline as u64 + 1;
-        }
-        if read == 0 || zero.is_some() {
-            break;
-        }
-        at += read as u64;
-    }
+    let whole = whole_lines(&mut file)?;
     if whole < file.metadata()?.len() {
         file.set_len(whole)?;
         file.sync_all()?;
