@@ -9,8 +9,8 @@
 //! One thread writes every file (group commit): the lines that arrive while it writes and
 //! syncs are written next, all the lines of one file with one `write`, then made durable
 //! at once by one sync of the journal (see `journal`), whatever the number of files. Under
-//! light load a line is synced as soon as it arrives; under heavy load one sync serves many
-//! messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
+//! light load a line is synced as soon as it arrives; under load a group waits a
+//! millisecond for more (`actions::linger`), and one sync serves many messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
 //! directories are created once; a file deleted meanwhile is opened again at its path
 //! before the next write, one renamed away (log rotation) within a second (the lines of
 //! that second go to the renamed file). Lines of one batch go to a file in the order they arrived.
@@ -233,6 +233,7 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
     // `None` once a checkpoint failed: what the journal holds stays for the next start
     // (a second sync may not report what the first lost), and each group syncs its files.
     let mut journal = Some(journal);
+    let mut before = 0;
     loop {
         let waited = match journal.as_ref().and_then(Journal::due_in) {
             Some(wait) => queue.recv_timeout(wait),
@@ -253,7 +254,9 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        super::linger(before);
         let (files, closing) = group(first, queue);
+        before = files.iter().map(|file| file.waiting.len()).sum();
         let mut results: Vec<_> = files
             .iter()
             .map(|file| open.write(&file.path, &file.lines))

@@ -16,7 +16,8 @@
 //! first, when one closes and when an upload ends, so nothing but the disk holds it.
 //!
 //! Each batch-mode action has a thread that owns its open batch (group commit): the lines
-//! that arrive while it writes and syncs are appended next, with one sync for all of them.
+//! that arrive while it writes and syncs are appended next, with one sync for all of them
+//! (under load, after a millisecond's wait for more: `actions::linger`).
 //! The same thread closes a batch that reached `max_age`.
 
 use std::collections::{HashMap, HashSet};
@@ -229,6 +230,7 @@ impl Spool {
 impl Spooler {
     /// Takes what is queued, appends it, syncs once, answers; closes a batch at its age.
     fn run(mut self, lines: &queue::Receiver<Append>) {
+        let mut before = 0;
         loop {
             if self
                 .open
@@ -251,7 +253,9 @@ impl Spooler {
                     Err(_) => return,
                 },
             };
+            crate::actions::linger(before);
             let appends: Vec<Append> = std::iter::once(first).chain(lines.try_iter()).collect();
+            before = appends.len();
             let result = self
                 .append_all(&appends)
                 .map_err(|e| SpoolError::Io(Arc::new(e)));
