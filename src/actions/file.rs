@@ -9,8 +9,8 @@
 //! One thread writes every file (group commit): the lines that arrive while it writes and
 //! syncs are written next, all the lines of one file with one `write`, then made durable
 //! at once by one sync of the journal (see `journal`), whatever the number of files. Under
-//! light load a line is synced as soon as it arrives; under load a group waits a
-//! millisecond for more (`actions::linger`), and one sync serves many messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
+//! light load a line is synced as soon as it arrives; under load a group waits up to a
+//! millisecond for more (`actions::gather`), and one sync serves many messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
 //! directories are created once; a file deleted meanwhile is opened again at its path
 //! before the next write, one renamed away (log rotation) within a second (the lines of
 //! that second go to the renamed file). Lines of one batch go to a file in the order they arrived.
@@ -254,8 +254,7 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        super::linger(before);
-        let (files, closing) = group(first, queue);
+        let (files, closing) = group(super::gather(Job::Append(first), queue, before));
         before = files.iter().map(|file| file.waiting.len()).sum();
         let mut results: Vec<_> = files
             .iter()
@@ -292,22 +291,20 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
     close(&mut open, &mut journal);
 }
 
-/// The appends queued, by file, in the order they arrived, up to a `Close`, given back.
-fn group(
-    first: Append,
-    queue: &mpsc::Receiver<Job>,
-) -> (Vec<Pending>, Option<oneshot::Sender<()>>) {
+/// The appends of `jobs`, by file, in the order they arrived; and a `Close` among them
+/// (the last job of a run).
+fn group(jobs: Vec<Job>) -> (Vec<Pending>, Option<oneshot::Sender<()>>) {
     let mut files: Vec<Pending> = Vec::new();
     let mut index: HashMap<PathBuf, usize> = HashMap::new();
     let mut closing = None;
-    let queued = queue.try_iter().map_while(|job| match job {
+    let appends = jobs.into_iter().filter_map(|job| match job {
         Job::Append(append) => Some(append),
         Job::Close(done) => {
             closing = Some(done);
             None
         }
     });
-    for append in std::iter::once(first).chain(queued) {
+    for append in appends {
         let i = *index.entry(append.path.clone()).or_insert_with(|| {
             files.push(Pending {
                 path: append.path,

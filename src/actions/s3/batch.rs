@@ -17,7 +17,7 @@
 //!
 //! Each batch-mode action has a thread that owns its open batch (group commit): the lines
 //! that arrive while it writes and syncs are appended next, with one sync for all of them
-//! (under load, after a millisecond's wait for more: `actions::linger`).
+//! (under load, after a wait of up to a millisecond for more: `actions::gather`).
 //! The same thread closes a batch that reached `max_age`.
 
 use std::collections::{HashMap, HashSet};
@@ -253,8 +253,7 @@ impl Spooler {
                     Err(_) => return,
                 },
             };
-            crate::actions::linger(before);
-            let appends: Vec<Append> = std::iter::once(first).chain(lines.try_iter()).collect();
+            let appends = crate::actions::gather(first, lines, before);
             before = appends.len();
             let result = self
                 .append_all(&appends)
