@@ -1,19 +1,21 @@
 //! The `file` action: append the output message as one JSON line (NDJSON) to a file under
 //! the base directory, durably.
 //!
-//! Invariant: the path never leaves the base directory (no absolute path, no `..`); every
-//! line is one JSON value on one line; an append reports success only once its line is on
-//! the disk (`sync_data`), and the names of the files and folders it created with it (their
-//! folder synced), so an acknowledged message survives a crash or a power cut.
+//! Invariant: the path never leaves the base directory (no absolute path, no `..`) and is
+//! not topicrule's own; every line is one JSON value on one line; an append reports success
+//! only once its line is on the disk (written to its file, and synced there or in the
+//! journal with where it went: see `journal`), and the names of the files and folders it
+//! created with it (their folder synced), so an acknowledged message survives a crash or a
+//! power cut.
 //!
 //! One thread writes every file (group commit): the lines that arrive while it writes and
 //! syncs are written next, all the lines of one file with one `write`, then made durable
-//! at once by one sync of the journal (see `journal`), whatever the number of files. Under
-//! light load a line is synced as soon as it arrives; under load a group waits up to a
-//! millisecond for more (`actions::gather`), and one sync serves many messages. Files stay open (the least recently used closed past `MAX_OPEN`) and their
-//! directories are created once; a file deleted meanwhile is opened again at its path
-//! before the next write, one renamed away (log rotation) within a second (the lines of
-//! that second go to the renamed file). Lines of one batch go to a file in the order they arrived.
+//! at once by one sync of the journal, whatever the number of files. Under light load a
+//! line is synced as soon as it arrives; under heavy load one sync serves many messages.
+//! Files stay open (the least recently used closed past `MAX_OPEN`) and their directories
+//! are created once; a file deleted meanwhile is opened again at its path before the next
+//! write, one renamed away (log rotation) within a second (the lines of that second go to
+//! the renamed file). Lines of one batch go to a file in the order they arrived.
 
 mod journal;
 
@@ -233,7 +235,6 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
     // `None` once a checkpoint failed: what the journal holds stays for the next start
     // (a second sync may not report what the first lost), and each group syncs its files.
     let mut journal = Some(journal);
-    let mut before = 0;
     loop {
         let waited = match journal.as_ref().and_then(Journal::due_in) {
             Some(wait) => queue.recv_timeout(wait),
@@ -254,8 +255,7 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let (files, closing) = group(super::gather(Job::Append(first), queue, before));
-        before = files.iter().map(|file| file.waiting.len()).sum();
+        let (files, closing) = group(first, queue);
         let mut results: Vec<_> = files
             .iter()
             .map(|file| open.write(&file.path, &file.lines))
@@ -273,6 +273,7 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
         if !journaled {
             open.sync(&files, &mut results);
         }
+        // The entries borrow the paths of `files`, which the answers consume.
         let results: Vec<_> = results.into_iter().map(|r| r.map(drop)).collect();
         for (file, result) in files.into_iter().zip(results) {
             for done in file.waiting {
@@ -291,20 +292,22 @@ fn append_all(base: &Path, journal: Journal, queue: &mpsc::Receiver<Job>) {
     close(&mut open, &mut journal);
 }
 
-/// The appends of `jobs`, by file, in the order they arrived; and a `Close` among them
-/// (the last job of a run).
-fn group(jobs: Vec<Job>) -> (Vec<Pending>, Option<oneshot::Sender<()>>) {
+/// The appends queued, by file, in the order they arrived, up to a `Close`, given back.
+fn group(
+    first: Append,
+    queue: &mpsc::Receiver<Job>,
+) -> (Vec<Pending>, Option<oneshot::Sender<()>>) {
     let mut files: Vec<Pending> = Vec::new();
     let mut index: HashMap<PathBuf, usize> = HashMap::new();
     let mut closing = None;
-    let appends = jobs.into_iter().filter_map(|job| match job {
+    let queued = queue.try_iter().map_while(|job| match job {
         Job::Append(append) => Some(append),
         Job::Close(done) => {
             closing = Some(done);
             None
         }
     });
-    for append in appends {
+    for append in std::iter::once(first).chain(queued) {
         let i = *index.entry(append.path.clone()).or_insert_with(|| {
             files.push(Pending {
                 path: append.path,
@@ -570,9 +573,10 @@ fn sync_each(base: &Path, files: &[(&Path, &OpenFile)]) -> Vec<Result<(), FileEr
         .collect()
 }
 
-/// Opens `full` for appending, creating it and its directories when missing, and makes
-/// the names it created durable: a new name is on the disk only once the directory that
-/// holds it is synced, and a power cut would otherwise lose a file whose lines were synced.
+/// Opens `full` with `options` (which create it), creating its directories when missing,
+/// and makes the names it created durable: a new name is on the disk only once the
+/// directory that holds it is synced, and a power cut would otherwise lose a file whose
+/// lines were synced.
 fn create(full: &Path, options: &OpenOptions) -> Result<File, FileError> {
     let parent = full.parent().unwrap_or(Path::new(""));
     let missing: Vec<PathBuf> = parent

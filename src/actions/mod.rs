@@ -22,8 +22,6 @@ pub mod republish;
 pub mod s3;
 mod zeroed;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 
 use crate::sql::{Message, Value};
@@ -107,35 +105,4 @@ impl Effect {
             Effect::Put(p) => p.describe(),
         }
     }
-}
-
-/// How long a group commit (the `file` action's thread, an S3 batch spool's) waits at most
-/// for more lines after the first of a group when the group before had several (load): one
-/// sync then serves more messages. With 1,000 messages in flight on 100 topics, a `file`
-/// action's thread made a third of the syncs and used 30% less CPU. A line alone (light
-/// load) is synced at once.
-const LINGER: Duration = Duration::from_millis(1);
-
-/// The wait is cut into slices, and ends with a slice that brought nothing: when every
-/// message that could come is already in the group (a queue drained by a fixed number of
-/// topics), waiting longer only delays it (a whole `LINGER` halved the drain's rate).
-const LINGER_SLICE: Duration = Duration::from_micros(100);
-
-/// The group that begins with `first`: it and what is queued behind it; when the group
-/// before carried more than one line, also what arrives while each slice of `LINGER`
-/// brings more.
-fn gather<T>(first: T, queue: &std::sync::mpsc::Receiver<T>, before: usize) -> Vec<T> {
-    let mut group: Vec<T> = std::iter::once(first).chain(queue.try_iter()).collect();
-    if before > 1 {
-        let deadline = std::time::Instant::now() + LINGER;
-        while std::time::Instant::now() + LINGER_SLICE <= deadline {
-            std::thread::sleep(LINGER_SLICE);
-            let had = group.len();
-            group.extend(queue.try_iter());
-            if group.len() == had {
-                break;
-            }
-        }
-    }
-    group
 }

@@ -59,7 +59,7 @@ pub(super) struct Journal {
     zeros: ZerosAhead,
     /// Where the next group goes; 0 when it is empty.
     end: u64,
-    /// When it was last emptied, when it holds a group.
+    /// When its first group since it was last emptied was written.
     since: Option<Instant>,
     buffer: Vec<u8>,
 }

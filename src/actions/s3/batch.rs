@@ -16,8 +16,7 @@
 //! first, when one closes and when an upload ends, so nothing but the disk holds it.
 //!
 //! Each batch-mode action has a thread that owns its open batch (group commit): the lines
-//! that arrive while it writes and syncs are appended next, with one sync for all of them
-//! (under load, after a wait of up to a millisecond for more: `actions::gather`).
+//! that arrive while it writes and syncs are appended next, with one sync for all of them.
 //! The same thread closes a batch that reached `max_age`.
 
 use std::collections::{HashMap, HashSet};
@@ -230,7 +229,6 @@ impl Spool {
 impl Spooler {
     /// Takes what is queued, appends it, syncs once, answers; closes a batch at its age.
     fn run(mut self, lines: &queue::Receiver<Append>) {
-        let mut before = 0;
         loop {
             if self
                 .open
@@ -253,8 +251,7 @@ impl Spooler {
                     Err(_) => return,
                 },
             };
-            let appends = crate::actions::gather(first, lines, before);
-            before = appends.len();
+            let appends: Vec<Append> = std::iter::once(first).chain(lines.try_iter()).collect();
             let result = self
                 .append_all(&appends)
                 .map_err(|e| SpoolError::Io(Arc::new(e)));
