@@ -342,6 +342,101 @@ file = { path = "kept.jsonl" }
     assert_eq!(kept, "{\"v\":1}\n");
 }
 
+/// A crash, then a disk that lost the last lines of a file (a power cut: they were in the
+/// page cache, not on the disk): at its next start topicrule writes them again from its
+/// journal, where they were, before it takes a message.
+#[test]
+fn lines_a_file_lost_in_a_crash_come_back_from_the_journal() {
+    let broker = Mosquitto::start();
+    let (topicrule, dir) = start(
+        &broker,
+        r#"
+[[rule]]
+name = "archive"
+sql = "SELECT * FROM 'log/in'"
+[[rule.actions]]
+file = { path = "log.jsonl" }
+"#,
+        "journal",
+    );
+    let data = dir.path().join("data");
+    let (file, journal) = (
+        data.join("log.jsonl"),
+        data.join(".topicrule-journal.journal"),
+    );
+    // Messages until the kill: the journal then holds the lines of its last second.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = std::thread::spawn({
+        let (stop, port) = (stop.clone(), broker.port);
+        move || {
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let payloads: Vec<String> = (0..20)
+                    .map(|i| format!(r#"{{"n":{}}}"#, n * 20 + i))
+                    .collect();
+                let messages: Vec<(&str, &[u8])> =
+                    payloads.iter().map(|p| ("log/in", p.as_bytes())).collect();
+                publish(port, &messages);
+            }
+        }
+    });
+    wait_for_lines(&file, 200);
+    topicrule.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+
+    let before = std::fs::read(&file).unwrap();
+    let held = journaled(&std::fs::read(&journal).unwrap());
+    let first = held
+        .iter()
+        .map(|(offset, _)| *offset)
+        .min()
+        .expect("a journaled group");
+    let end = held.iter().map(|(offset, len)| offset + len).max().unwrap();
+    assert!(
+        end <= before.len(),
+        "the journal says {end} bytes, the file has {}",
+        before.len()
+    );
+    // The disk lost every line the journal holds.
+    let lost = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    lost.set_len(first as u64).unwrap();
+    drop(lost);
+
+    let mut again = Topicrule::start(&broker.url(), &dir.path().join("rules"), &data, "journal");
+    again.wait_for_log("written again into their files from the journal");
+    let after = std::fs::read(&file).unwrap();
+    assert!(
+        after.len() >= end,
+        "{} bytes after the start, {end} journaled",
+        after.len()
+    );
+    assert!(
+        after[..end] == before[..end],
+        "the lines came back where they were"
+    );
+}
+
+/// The (offset, length) of each group of lines a journal holds for `log.jsonl`.
+fn journaled(mut journal: &[u8]) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    while let Some(newline) = journal.iter().position(|&b| b == b'\n') {
+        let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&journal[..newline]) else {
+            break;
+        };
+        assert_eq!(entry["path"], "log.jsonl");
+        let (offset, len) = (
+            entry["offset"].as_u64().unwrap(),
+            entry["len"].as_u64().unwrap(),
+        );
+        groups.push((offset as usize, len as usize));
+        journal = &journal[newline + 1 + len as usize..];
+    }
+    groups
+}
+
 /// Hostile payloads never stop the engine: good messages still go through.
 #[test]
 fn random_payloads_do_not_stop_routing() {
