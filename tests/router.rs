@@ -419,6 +419,36 @@ file = { path = "log.jsonl" }
     );
 }
 
+/// A journal that cannot be replayed (its file is a directory now) stops the start, with
+/// the error and what to do: its lines were acknowledged.
+#[test]
+fn a_journal_that_cannot_be_replayed_stops_the_start() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("stuck");
+    dir.write(
+        "rules/r.toml",
+        r#"
+[[rule]]
+name = "archive"
+sql = "SELECT * FROM 'log/in'"
+[[rule.actions]]
+file = { path = "x.jsonl" }
+"#,
+    );
+    std::fs::create_dir_all(dir.path().join("data/x.jsonl")).unwrap();
+    dir.write(
+        "data/.topicrule-stuck.journal",
+        "{\"path\":\"x.jsonl\",\"dev\":0,\"ino\":0,\"offset\":0,\"len\":8}\n{\"a\":1}\n",
+    );
+    let mut command = support::run_command(dir.path(), &broker.url());
+    command.env("TOPICRULE_BROKER_CLIENT_ID", "stuck");
+    let mut topicrule = Topicrule::spawn(command);
+    let status = topicrule.wait_for_exit(WAIT).expect("topicrule exits");
+    assert!(!status.success());
+    topicrule.wait_for_log("move the journal away to start without it");
+    topicrule.wait_for_log("x.jsonl");
+}
+
 /// The (offset, length) of each group of lines a journal holds for `log.jsonl`.
 fn journaled(mut journal: &[u8]) -> Vec<(usize, usize)> {
     let mut groups = Vec::new();

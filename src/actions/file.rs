@@ -181,7 +181,13 @@ impl Files {
     /// thread for files under `base`. It ends when every handle is dropped. Its queue holds
     /// at most one line per message in flight.
     pub fn start(base: PathBuf, instance: &str) -> Result<Files, FileError> {
-        let written = journal::replay(&base, instance)?;
+        let written = journal::replay(&base, instance).inspect_err(|_| {
+            tracing::error!(
+                "the journal `{}` may hold acknowledged lines missing from their files: mend \
+                 the error below and start again, or move the journal away to start without it",
+                journal::path_of(&base, instance).display()
+            );
+        })?;
         if written > 0 {
             tracing::warn!(
                 "{written} group(s) of acknowledged lines the disk had lost (a power cut) \
