@@ -392,8 +392,8 @@ impl Settings {
             .map_err(|e| SettingsError::Env(e.to_string()))
     }
 
-    /// This instance's name in S3 batch keys and spool folders: `[s3] instance_id`, else
-    /// the client id; safe in a path and a key.
+    /// This instance's name in S3 batch keys and spool folders, and in its `file` journal's
+    /// name: `[s3] instance_id`, else the client id; safe in a path and a key.
     pub fn instance_id(&self) -> String {
         let id = self
             .s3

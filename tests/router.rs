@@ -21,6 +21,14 @@ fn start(broker: &Mosquitto, rules: &str, name: &str) -> (Topicrule, TempDir) {
     (topicrule, dir)
 }
 
+/// A rule that appends every message on `topic` to the file at `path`.
+fn archive_rule(topic: &str, path: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"archive\"\nsql = \"SELECT * FROM '{topic}'\"\n\
+         [[rule.actions]]\nfile = {{ path = \"{path}\" }}\n"
+    )
+}
+
 /// The text of the file at `path` once it has `lines` lines, or after `WAIT`.
 fn wait_for_lines(path: &std::path::Path, lines: usize) -> String {
     let deadline = std::time::Instant::now() + WAIT;
@@ -219,17 +227,7 @@ file = { path = "errors.jsonl" }
 #[test]
 fn file_action_writes_every_payload_as_one_json_line() {
     let broker = Mosquitto::start();
-    let (_topicrule, dir) = start(
-        &broker,
-        r#"
-[[rule]]
-name = "archive"
-sql = "SELECT * FROM 'raw/in'"
-[[rule.actions]]
-file = { path = "raw.jsonl" }
-"#,
-        "jsonlines",
-    );
+    let (_topicrule, dir) = start(&broker, &archive_rule("raw/in", "raw.jsonl"), "jsonlines");
     let payloads: [&[u8]; 7] = [
         b"temperature=21;state=on",
         br#"{"temp": 31.5"#,
@@ -310,16 +308,7 @@ fn aws_rule_json_runs_unchanged() {
 fn unacknowledged_message_is_redelivered_after_restart() {
     let broker = Mosquitto::start();
     let dir = TempDir::new("acks");
-    dir.write(
-        "rules/r.toml",
-        r#"
-[[rule]]
-name = "keep"
-sql = "SELECT * FROM 'keep/me'"
-[[rule.actions]]
-file = { path = "kept.jsonl" }
-"#,
-    );
+    dir.write("rules/r.toml", &archive_rule("keep/me", "kept.jsonl"));
     // The base directory is a file: nothing can be created under it.
     let blocked = dir.write("blocked", "not a directory");
     let rules = dir.path().join("rules");
@@ -348,17 +337,7 @@ file = { path = "kept.jsonl" }
 #[test]
 fn lines_a_file_lost_in_a_crash_come_back_from_the_journal() {
     let broker = Mosquitto::start();
-    let (topicrule, dir) = start(
-        &broker,
-        r#"
-[[rule]]
-name = "archive"
-sql = "SELECT * FROM 'log/in'"
-[[rule.actions]]
-file = { path = "log.jsonl" }
-"#,
-        "journal",
-    );
+    let (topicrule, dir) = start(&broker, &archive_rule("log/in", "log.jsonl"), "journal");
     let data = dir.path().join("data");
     let (file, journal) = (
         data.join("log.jsonl"),
@@ -425,16 +404,7 @@ file = { path = "log.jsonl" }
 fn a_journal_that_cannot_be_replayed_stops_the_start() {
     let broker = Mosquitto::start();
     let dir = TempDir::new("stuck");
-    dir.write(
-        "rules/r.toml",
-        r#"
-[[rule]]
-name = "archive"
-sql = "SELECT * FROM 'log/in'"
-[[rule.actions]]
-file = { path = "x.jsonl" }
-"#,
-    );
+    dir.write("rules/r.toml", &archive_rule("log/in", "x.jsonl"));
     std::fs::create_dir_all(dir.path().join("data/x.jsonl")).unwrap();
     dir.write(
         "data/.topicrule-stuck.journal",

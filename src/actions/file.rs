@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::oneshot;
 
+use super::durable::sync_dir;
 use super::ActionError;
 use crate::sql::{Message, Value};
 use crate::template::Template;
@@ -353,7 +354,7 @@ fn checkpoint(open: &mut OpenFiles, journal: &mut Option<Journal>) -> bool {
                  syncs its files"
             );
             *journal = None;
-            open.retired.clear();
+            open.stop_retiring();
             false
         }
     }
@@ -379,8 +380,10 @@ struct OpenFiles<'a> {
     base: &'a Path,
     files: HashMap<PathBuf, OpenFile>,
     /// Files closed (evicted, renamed away, failed) with lines written since the last
-    /// checkpoint, to sync at the next one.
+    /// checkpoint, to sync at the next one; none once there is no journal (each group
+    /// then syncs its own files), else they would pile up.
     retired: Vec<(PathBuf, OpenFile)>,
+    retiring: bool,
     /// Counts appends, to find the least recently used file.
     clock: u64,
 }
@@ -425,6 +428,7 @@ impl<'a> OpenFiles<'a> {
             base,
             files: HashMap::new(),
             retired: Vec::new(),
+            retiring: true,
             clock: 0,
         }
     }
@@ -455,10 +459,16 @@ impl<'a> OpenFiles<'a> {
     /// not synced.
     fn close(&mut self, path: &Path) {
         if let Some(open) = self.files.remove(path) {
-            if open.written {
+            if open.written && self.retiring {
                 self.retired.push((path.to_owned(), open));
             }
         }
+    }
+
+    /// No journal any more: files closed are not kept for a checkpoint.
+    fn stop_retiring(&mut self) {
+        self.retiring = false;
+        self.retired.clear();
     }
 
     /// Syncs the files of `pending` written without error (see `sync_each`); a failure
@@ -529,7 +539,7 @@ impl<'a> OpenFiles<'a> {
                         self.close(&oldest);
                     }
                 }
-                let file = create(full, OpenOptions::new().create(true).append(true))?;
+                let file = create(full, &appending())?;
                 let meta = file.metadata().map_err(FileError::of("read", full))?;
                 let open = OpenFile {
                     file,
@@ -579,6 +589,13 @@ fn sync_each(base: &Path, files: &[(&Path, &OpenFile)]) -> Vec<Result<(), FileEr
         .collect()
 }
 
+/// How an appended file is opened: created when missing, every write at its end.
+fn appending() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    options
+}
+
 /// Opens `full` with `options` (which create it), creating its directories when missing,
 /// and makes the names it created durable: a new name is on the disk only once the
 /// directory that holds it is synced, and a power cut would otherwise lose a file whose
@@ -599,11 +616,6 @@ fn create(full: &Path, options: &OpenOptions) -> Result<File, FileError> {
         sync_dir(dir).map_err(FileError::of("sync the directory", dir))?;
     }
     Ok(file)
-}
-
-/// Makes the names a directory holds durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// A directory as a path to open: a relative path's last ancestor, "", is the working
@@ -633,13 +645,7 @@ mod tests {
     use std::io::Write as _;
     use std::path::{Path, PathBuf};
 
-    use super::{confined, create, holders_of_new_names, line_of, OpenFiles, RECHECK};
-
-    fn append() -> std::fs::OpenOptions {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        options
-    }
+    use super::{appending, confined, create, holders_of_new_names, line_of, OpenFiles, RECHECK};
 
     fn parsed(output: &[u8]) -> serde_json::Value {
         let line = line_of(output);
@@ -693,10 +699,10 @@ mod tests {
     fn a_file_is_created_with_its_directories() {
         let base = std::env::temp_dir().join(format!("topicrule-create-{}", std::process::id()));
         let full = base.join("a/b/x.jsonl");
-        let mut file = create(&full, &append()).expect("created");
+        let mut file = create(&full, &appending()).expect("created");
         file.write_all(b"1\n").unwrap();
         drop(file);
-        let mut again = create(&full, &append()).expect("opened again");
+        let mut again = create(&full, &appending()).expect("opened again");
         again.write_all(b"2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&full).unwrap(), "1\n2\n");
         std::fs::remove_dir_all(&base).unwrap();
@@ -718,6 +724,22 @@ mod tests {
         assert_eq!(read(), "3\n", "renamed: a new file, once checked");
         let renamed = std::fs::read_to_string(base.join("log.jsonl.1")).unwrap();
         assert_eq!(renamed, "2\n");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn files_closed_are_kept_for_the_checkpoint_only_while_there_is_a_journal() {
+        let base = std::env::temp_dir().join(format!("topicrule-retire-{}", std::process::id()));
+        let mut open = OpenFiles::new(&base);
+        let path = Path::new("a.jsonl");
+        open.write(path, b"1\n").unwrap();
+        open.close(path);
+        assert_eq!(open.retired.len(), 1, "written, not synced: kept");
+        open.stop_retiring();
+        assert!(open.retired.is_empty());
+        open.write(path, b"2\n").unwrap();
+        open.close(path);
+        assert!(open.retired.is_empty(), "no journal: nothing kept");
         std::fs::remove_dir_all(&base).unwrap();
     }
 

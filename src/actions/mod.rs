@@ -17,10 +17,10 @@
 //! out of the base directory, an object key with a `..` segment) fails the action in
 //! `prepare`; nothing is ever sent there.
 
+pub(crate) mod durable;
 pub mod file;
 pub mod republish;
 pub mod s3;
-mod zeroed;
 
 use bytes::Bytes;
 

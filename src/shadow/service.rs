@@ -276,7 +276,7 @@ async fn write(path: &Path, stored: &Stored) -> Result<(), StoreError> {
         std::io::Write::write_all(&mut file, &bytes)?;
         file.sync_data()?;
         std::fs::rename(&temporary, &target)?;
-        std::fs::File::open(dir)?.sync_all()
+        crate::actions::durable::sync_dir(dir)
     })
     .await
     .map_err(|e| failed(e.into()))?

@@ -4,7 +4,7 @@
 //! Syncing the files a group of lines was appended to writes each file's new length with
 //! its data (with a file a topic, a metadata write a message: half of topicrule's CPU
 //! under load). Instead the group is also written to the journal, one file an instance
-//! (`<base_dir>/.topicrule-<instance>.journal`), over zeros written ahead (see `zeroed`),
+//! (`<base_dir>/.topicrule-<instance>.journal`), over zeros written ahead (see `durable`),
 //! and one `fdatasync` of the journal makes it durable: its messages are acknowledged
 //! then. The appended files are synced at a checkpoint, a second after the first group the
 //! journal holds (or at `CHECKPOINT_BYTES`), and the journal is emptied. At start, the
@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{confined, create, sync_dir, FileError};
-use crate::actions::zeroed::{whole_lines, ZerosAhead};
+use super::{confined, create, FileError};
+use crate::actions::durable::{sync_dir, whole_lines, ZerosAhead};
 
 /// How long after its first group the journal is emptied (its files synced).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);

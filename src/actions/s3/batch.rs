@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Batch, Compression, S3Put};
-use crate::actions::zeroed::{whole_lines, ZerosAhead};
+use crate::actions::durable::{sync_dir, whole_lines, ZerosAhead};
 use crate::backoff::Backoff;
 
 /// A line for a spooler's thread, and where to say when it is synced.
@@ -394,7 +394,7 @@ fn close_leftovers(dir: &Path, waiting: &Waiting) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
-/// Cuts a batch a crash left open after its last whole line (see `zeroed`): every line
+/// Cuts a batch a crash left open after its last whole line (see `durable`): every line
 /// acknowledged is kept.
 fn trim_leftover(path: &Path) -> std::io::Result<()> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -425,10 +425,6 @@ fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = File::create(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// How many sequence numbers `next` reserves at once: one synced write per this many

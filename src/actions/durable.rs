@@ -1,7 +1,8 @@
-//! Files of lines written over zeros written ahead of them: the S3 batch spool and the
-//! `file` action's journal, synced at each group of lines.
+//! What makes files durable, shared by the S3 batch spool, the `file` action and its
+//! journal: a directory's names synced; lines written over zeros written ahead of them
+//! (the spool and the journal, synced at each group of lines).
 //!
-//! A sync then writes the lines alone, where an append must also write the file's new
+//! Over zeros, a sync then writes the lines alone, where an append must also write the file's new
 //! length (on ext4, a journal commit, or a second write without a journal: 0.7x the time a
 //! sync here). After a crash, what precedes the first zero byte was written (no line of
 //! JSON holds one), and its last whole line ends what counts: a line cut short, or zeros
@@ -10,6 +11,13 @@
 use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+
+/// Makes the names `dir` holds durable: a new name (a file created, renamed) is on the
+/// disk only once the directory that holds it is synced.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
 
 /// The zeros written ahead: the first chunk, and the most at once (a small file gets few
 /// zeros; a large one, one size change a megabyte).
